@@ -1,0 +1,12 @@
+// Package kv is the narrow transactional backend under the POSIX metadata
+// model of package meta. An Engine holds exactly one volume; keys are plain
+// strings chosen by meta, and an engine may add its own prefix (a Redis
+// "?prefix=" or hash tag) without meta knowing.
+//
+// Guarantees every engine gives, checked by package kvtest:
+//   - Update is atomic and isolated: fn sees a consistent view, and its
+//     writes land all together or not at all;
+//   - a transaction that read a key another client changed before commit
+//     is re-run, at most a bounded number of times (then ErrConflict);
+//   - an unknown commit outcome is reported as an error, never hidden.
+package kv

@@ -8,5 +8,9 @@
 //     writes land all together or not at all;
 //   - a transaction that read a key another client changed before commit
 //     is re-run, at most a bounded number of times (then ErrConflict);
-//   - an unknown commit outcome is reported as an error, never hidden.
+//   - an error from fn writes nothing and is returned as is;
+//   - an unknown commit outcome is reported as an error wrapping
+//     ErrCommitUnknown, never hidden and never retried blindly;
+//   - values handed to and returned by a Tx are copies: the caller may
+//     reuse its buffers.
 package kv

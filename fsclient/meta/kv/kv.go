@@ -9,6 +9,14 @@ import (
 // conflicting with concurrent writers after the engine's retry bound.
 var ErrConflict = errors.New("transaction conflict: too many concurrent changes, retries exhausted")
 
+// ErrCommitUnknown is returned (wrapped) by Engine.Update when the
+// connection broke after the commit was sent, so the engine cannot tell
+// whether the transaction was applied. The engine does not retry it: the
+// writes are either all there or all absent, and only the caller (who
+// knows what fn meant to do) may check and decide. Embedded engines never
+// return it.
+var ErrCommitUnknown = errors.New("transaction outcome unknown: the connection broke during commit")
+
 // ErrLocked is returned (wrapped) when an embedded engine is held open by
 // another process.
 var ErrLocked = errors.New("metadata engine is locked by another process")
@@ -53,9 +61,13 @@ type Engine interface {
 	// writes and runs fn again, a bounded number of times, then returns an
 	// error wrapping ErrConflict. fn may therefore run more than once and
 	// must have no effects outside tx. An error from fn aborts the
-	// transaction and is returned as is. If the commit's outcome is unknown
-	// (the connection broke during commit), Update returns an error and
-	// never a half-applied change.
+	// transaction and is returned as is (an optimistic engine first checks
+	// that fn's reads were not stale; if they were, it re-runs fn instead,
+	// so an error computed from a torn view never escapes). A broken
+	// connection before the commit is sent is retried on a new connection.
+	// If the commit's outcome is unknown (the connection broke after the
+	// commit was sent), Update returns an error wrapping ErrCommitUnknown
+	// and never a half-applied change.
 	Update(ctx context.Context, fn func(tx Tx) error) error
 	// View runs fn in a read-only transaction over a consistent snapshot
 	// where the engine offers one (bbolt); on Redis reads are individually
@@ -67,6 +79,9 @@ type Engine interface {
 	// Scan calls fn for every key starting with prefix (hashes included,
 	// by their key), in no particular order, outside any transaction; used
 	// by fsck/gc and session cleanup. fn returning false stops the scan.
+	// Scan is not a snapshot: keys added or removed meanwhile may or may
+	// not be reported, and on Redis a key may be reported more than once
+	// (SCAN semantics), so fn must tolerate repeats.
 	Scan(ctx context.Context, prefix string, fn func(key string) bool) error
 	// Name describes the engine for messages, with any password removed,
 	// e.g. "redis://host:6379/1" or "bolt:///var/lib/skiff/vol.db".

@@ -45,6 +45,12 @@
 // records nothing, so its open files are not protected from deletion by
 // other clients.
 //
+// File locks. Flock, Getlk and Setlk keep BSD and POSIX locks in the
+// engine, shared by every client; each change is one Update over the
+// inode's lock hash, so conflicting requests never both succeed. A lock is
+// owned by (session, FUSE lock owner) and ends with ReleaseLocks, Close of
+// the session, or the cleanup of the session as stale; see lock.go.
+//
 // Caching. Meta caches nothing of the namespace: every call reads the
 // engine. Lookup and GetAttr are one View (Lookup reads the entry, then the
 // parent's and child's attributes in one MGet).
@@ -88,9 +94,16 @@
 //	                  still need to go to the delete queue
 //	delslices         hash: slice id -> stored size u32 + due time u64
 //	                  (Unix ns): slices whose blocks are to be deleted
+//	lf<ino>           hash of flocks: <sid>_<owner> -> 'R' or 'W'
+//	lp<ino>           hash of POSIX locks: <sid>_<owner> -> ranges sorted
+//	                  and disjoint, each start u64, end u64 (inclusive,
+//	                  2^64-1 = to EOF), pid u32, type 'R' or 'W' (21 bytes)
+//	lk<sid>           hash: inode -> 1, the inodes session sid may hold
+//	                  locks on (released by Close and stale cleanup)
 //
-// The attribute and entry decoders reject malformed input with an error
-// (wrapping errCorrupt) and never panic (FuzzDecodeAttr).
+// The attribute, entry and lock-range decoders reject malformed input with
+// an error (wrapping errCorrupt) and never panic (FuzzDecodeAttr,
+// FuzzDecodePlocks).
 //
 // # Errors
 //

@@ -241,8 +241,9 @@ func (m *Meta) cleanStaleSessions(ctx context.Context) error {
 }
 
 // cleanSession releases every open-file record of session sid, deleting
-// inodes that were unlinked and are no longer open anywhere, and then
-// removes the session. Running it twice or concurrently is harmless.
+// inodes that were unlinked and are no longer open anywhere, and its file
+// locks, and then removes the session. Running it twice or concurrently is
+// harmless.
 func (m *Meta) cleanSession(ctx context.Context, sid uint64) error {
 	var open map[string][]byte
 	err := m.view(ctx, func(t *txn) error {
@@ -263,6 +264,9 @@ func (m *Meta) cleanSession(ctx context.Context, sid uint64) error {
 		}); err != nil {
 			return fmt.Errorf("meta: release inode %d of session %d: %w", ino, sid, err)
 		}
+	}
+	if err := m.releaseSessionLocks(ctx, sid); err != nil {
+		return err
 	}
 	err = m.update(ctx, func(t *txn) error {
 		f := strconv.FormatUint(sid, 10)

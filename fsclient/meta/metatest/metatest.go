@@ -66,6 +66,11 @@ func Run(t *testing.T, newVolume func(t testing.TB) Volume) {
 		{"Concurrency", s.testConcurrency},
 		{"RenameLoopRace", s.testRenameLoopRace},
 		{"ReadOnly", s.testReadOnly},
+		{"Flock", s.testFlock},
+		{"PosixLocks", s.testPosixLocks},
+		{"ReleaseLocks", s.testReleaseLocks},
+		{"StaleSessionLocks", s.testStaleSessionLocks},
+		{"LockRace", s.testLockRace},
 		{"Restart", s.testRestart},
 	}
 	for _, tc := range tests {

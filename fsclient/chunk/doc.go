@@ -1,0 +1,82 @@
+// Package chunk is the data path between files and object storage: it cuts
+// written bytes into slices and blocks, stores blocks (compressed, then
+// encrypted), commits slices to metadata, and reads file ranges back.
+//
+// It imports object, slice and format, never meta: the few metadata calls
+// it needs are the Meta interface, which vfs adapts.
+//
+// # Invariants
+//
+//   - Blocks are immutable. A block object's key (slice.BlockKey) names its
+//     slice id, index and plain length; slice ids are never reused, so an
+//     overwrite always makes new objects. Uploaded bytes are never changed:
+//     a write that would touch an uploaded block starts a new slice.
+//   - Commit after upload. A FileWriter commits a slice (Meta.WriteChunk)
+//     only after every block of it is stored, and commits a file's slices
+//     in the order they were written, so later writes win and a crash never
+//     exposes a record whose blocks are missing. A slice whose upload
+//     failed is never committed; Flush reports the error, naming the object.
+//   - Compaction (Compact) writes new slices and swaps records with a
+//     compare-and-swap (Meta.CompactChunk). It deletes only blocks it wrote
+//     itself and only when the swap certainly did not happen; old slices are
+//     freed by meta once no record references them (DeleteSlice).
+//   - Write memory is bounded: bytes written and not yet uploaded count
+//     against Config.BufferSize across all writers, and WriteAt waits
+//     (honouring ctx) while it is used up. Encoding buffers of blocks being
+//     uploaded (at most UploadConcurrency) are not counted.
+//   - Fetch collapsing: at any moment at most one Get per block object (or
+//     per byte range of one) is in flight in a Store, however many readers
+//     want it; the others wait for its result. The download runs under the
+//     Store's context and is canceled only when every waiter gave up.
+//     Downloads are bounded by DownloadConcurrency, uploads by
+//     UploadConcurrency.
+//   - Readers cache each chunk's resolved records. A commit or compaction by
+//     this process bumps a generation counter that makes the cached view
+//     stale; changes made elsewhere need FileReader.Invalidate. vfs must
+//     flush a file's writer before reading ranges it wrote, and before a
+//     truncate.
+//   - Reads: a read that continues the previous one fetches whole blocks
+//     and reads ahead (one block, doubling to Config.Readahead); each
+//     FileReader keeps up to Readahead/BlockSize+3 whole blocks, and never
+//     evicts a block read ahead before it was read. Other reads fetch only
+//     the byte range they need where blocks are plain (no compression, no
+//     encryption), else whole blocks. This memory is not counted against
+//     BufferSize (a shared, bounded block cache is the cache package's job).
+//
+// # Locking
+//
+// FileWriter.flushMu → FileWriter.mu → wslice.mu → Store.mu, and
+// FileReader.mu → Store.mu. Store.mu is innermost; no I/O happens under
+// it. Object I/O never happens under a FileWriter's or FileReader's mu;
+// Meta.NewSliceID may (meta allocates ids in batches).
+//
+// # Buffers
+//
+// WriteAt copies p before returning; the caller owns p again afterwards.
+// ReadAt fills p and keeps no reference to it after returning. Block
+// contents shared between readers are never modified.
+//
+// # Stored block format (data format version 1)
+//
+//	byte 0     header: bits 7-4 version (1), bit 3 encrypted,
+//	           bits 2-0 codec: 0 none, 1 lz4 (block format), 2 zstd (frame)
+//	plain      header ‖ payload
+//	encrypted  header ‖ nonce (24 random bytes) ‖ ciphertext ‖ tag (16)
+//
+// payload is the block compressed with the header's codec; a block that
+// compression would not shrink is stored with codec 0. Encryption is
+// XChaCha20-Poly1305 under the volume's 32-byte data key, with associated
+// data header ‖ object key, so a block copied over another object, or with
+// its header changed, fails authentication. Decoding checks that the plain
+// length equals the length in the key. Every failure is ErrCorrupt naming
+// the key. On a volume with neither compression nor encryption, a part of a
+// block is read with a range Get at offset 1+off.
+//
+// # Keys
+//
+// The data key is random (NewKey) and stored only wrapped, in
+// format.Sealed: XChaCha20-Poly1305 (nonce ‖ ciphertext, associated data
+// "skiff data key v1") under a key derived from the passphrase with
+// argon2id (16-byte random salt; time 3, 64 MiB, 4 threads, recorded in the
+// Sealed record). OpenKey unwraps it.
+package chunk

@@ -8,6 +8,7 @@ import (
 	_ "github.com/fsouza/fake-gcs-server/fakestorage"
 	_ "github.com/gomodule/redigo/redis"
 	_ "github.com/google/go-cmp/cmp"
+	_ "github.com/hanwen/go-fuse/v2/fuse"
 	_ "github.com/klauspost/compress/zstd"
 	_ "github.com/pierrec/lz4/v4"
 	_ "github.com/spf13/cobra"

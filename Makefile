@@ -38,14 +38,15 @@ vet:
 test: deps fmt-check vet
 	$(GO) test $(GOFLAGS) $(TESTFLAGS) $(PKGS)
 
-# demo formats a local volume (embedded bbolt metadata + directory store)
-# and shows its status.
+# demo formats a local volume (embedded bbolt metadata + a block directory,
+# both under DEMO_DIR) once, and mounts it at DEMO_DIR/mnt in the
+# foreground: Ctrl-C flushes and unmounts.
 demo: build
-	@mkdir -p $(DEMO_DIR)
+	@mkdir -p $(DEMO_DIR)/mnt
 	@if [ ! -f $(DEMO_DIR)/meta.db ]; then \
 		./$(BIN)/skiff format bolt://$(DEMO_DIR)/meta.db demo; \
-	else echo "volume already formatted at $(DEMO_DIR)/meta.db"; fi
-	./$(BIN)/skiff status bolt://$(DEMO_DIR)/meta.db
+	else echo "using the volume formatted earlier at $(DEMO_DIR)/meta.db"; fi
+	./$(BIN)/skiff mount bolt://$(DEMO_DIR)/meta.db $(DEMO_DIR)/mnt
 
 # bench runs the Go benchmarks (medians: use -count and benchstat).
 bench: deps

@@ -1,5 +1,5 @@
-// Command skiff is the skiff file system client: format, status, info, gc,
-// fsck (and, with later issues, mount, warmup, bench).
+// Command skiff is the skiff file system client: format, mount, umount,
+// status, info, gc and fsck.
 package main
 
 import (
@@ -83,6 +83,8 @@ func newRoot() *cobra.Command {
 		newInfo(g),
 		newGC(g),
 		newFsck(g),
+		newMount(g),
+		newUmount(g),
 	)
 	return root
 }

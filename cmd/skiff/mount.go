@@ -1,0 +1,187 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/skiff-fs/skiff/fsclient/chunk"
+	"github.com/skiff-fs/skiff/fsclient/fuse"
+	"github.com/skiff-fs/skiff/fsclient/meta"
+	"github.com/skiff-fs/skiff/fsclient/vfs"
+	"github.com/skiff-fs/skiff/fsclient/volume"
+)
+
+// mountFlags are the options of skiff mount.
+type mountFlags struct {
+	readOnly          bool
+	subdir            string
+	attrTimeout       time.Duration
+	entryTimeout      time.Duration
+	dirEntryTimeout   time.Duration
+	allowOther        bool
+	bufferSize        string
+	uploadConcurrency int
+	debug             bool
+}
+
+func newMount(g *globals) *cobra.Command {
+	var f mountFlags
+	cmd := &cobra.Command{
+		Use:   "mount [flags] META_URL MOUNTPOINT",
+		Short: "Mount a volume with FUSE; runs in the foreground until unmounted or signalled",
+		Long: `Mount the volume at META_URL on MOUNTPOINT (an existing, empty directory).
+skiff mount stays in the foreground. SIGTERM or SIGINT flushes written data and
+unmounts; a second signal detaches the mount at once (lazy unmount).
+As root the mount uses mount(2) directly; other users need fusermount3.`,
+		Args: cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runMount(cmd, g, &f, args[0], args[1])
+		},
+	}
+	fl := cmd.Flags()
+	fl.BoolVar(&f.readOnly, "read-only", false, "mount read-only")
+	fl.StringVar(&f.subdir, "subdir", "", "show this directory of the volume as the root (.. cannot leave it)")
+	fl.DurationVar(&f.attrTimeout, "attr-timeout", time.Second, "how long the kernel caches attributes")
+	fl.DurationVar(&f.entryTimeout, "entry-timeout", time.Second, "how long the kernel caches file names")
+	fl.DurationVar(&f.dirEntryTimeout, "dir-entry-timeout", time.Second, "how long the kernel caches directory names")
+	fl.BoolVar(&f.allowOther, "allow-other", os.Geteuid() == 0, "let every user use the mount (skiff checks permissions itself); default on as root")
+	fl.StringVar(&f.bufferSize, "buffer-size", "300M", "memory for written data not yet uploaded")
+	fl.IntVar(&f.uploadConcurrency, "upload-concurrency", 20, "parallel block uploads")
+	fl.BoolVar(&f.debug, "debug", false, "log every FUSE request (at debug level; implies --verbose)")
+	return cmd
+}
+
+func runMount(cmd *cobra.Command, g *globals, f *mountFlags, metaURL, mountpoint string) error {
+	// The command's context ends at the first signal; the mount has its
+	// own signal handling below, so work under a context that lasts.
+	ctx := context.WithoutCancel(cmd.Context())
+	if f.debug {
+		g.verbose = true
+	}
+	log := g.logger()
+	mp, err := filepath.Abs(mountpoint)
+	if err != nil {
+		return err
+	}
+	// Check before connecting anywhere: a wrong mountpoint is the most
+	// common mistake.
+	if err := fuse.CheckMountpoint(mp); err != nil {
+		return err
+	}
+	buf, err := parseSize(f.bufferSize)
+	if err != nil {
+		return fmt.Errorf("--buffer-size: %w", err)
+	}
+	if f.uploadConcurrency <= 0 {
+		return fmt.Errorf("--upload-concurrency must be at least 1")
+	}
+	pass, err := g.passphrase()
+	if err != nil {
+		return err
+	}
+	v, err := volume.Open(ctx, volume.Config{
+		MetaURL:         metaURL,
+		Passphrase:      pass,
+		CredentialsFile: g.credentials,
+		Logger:          log,
+		Meta:            meta.Options{Logger: log, ReadOnly: f.readOnly},
+		Chunk:           chunk.Config{BufferSize: buf, UploadConcurrency: f.uploadConcurrency},
+	})
+	if err != nil {
+		return err
+	}
+	closeVolume := func() {
+		if err := v.Close(context.Background()); err != nil {
+			log.Error("close volume", "err", err)
+		}
+	}
+	host, _ := os.Hostname()
+	if err := v.Meta.NewSession(ctx, meta.SessionInfo{Version: version, Hostname: host, MountPoint: mp, PID: os.Getpid()}); err != nil {
+		closeVolume()
+		return err
+	}
+	fs, err := vfs.New(v, vfs.Config{
+		AttrTimeout:     f.attrTimeout,
+		EntryTimeout:    f.entryTimeout,
+		DirEntryTimeout: f.dirEntryTimeout,
+		ReadOnly:        f.readOnly,
+		Subdir:          f.subdir,
+		Logger:          log,
+	})
+	if err != nil {
+		closeVolume()
+		return err
+	}
+	// Catch signals before the mount exists, so that none kills the
+	// process between mounting and serving.
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	srv, err := fuse.Mount(fs, mp, fuse.Options{AllowOther: f.allowOther, Debug: f.debug, Logger: log})
+	if err != nil {
+		closeVolume()
+		return err
+	}
+	what := v.Format.Name
+	if f.subdir != "" {
+		what += ":" + f.subdir
+	}
+	fmt.Fprintf(cmd.OutOrStdout(), "skiff: volume %q mounted on %s (Ctrl-C or skiff umount %s to unmount)\n", what, mp, mp)
+
+	stopping := false
+	for done := false; !done; {
+		select {
+		case <-srv.Done():
+			done = true
+		case sig := <-sigs:
+			if !stopping {
+				stopping = true
+				log.Warn("signal received: flushing and unmounting (send it again to detach at once)", "signal", sig)
+				go func() {
+					if err := fs.FlushAll(ctx); err != nil {
+						log.Error("flush before unmount failed", "err", err)
+					}
+					if err := srv.Unmount(); err != nil {
+						log.Error("unmount failed; send the signal again to detach lazily", "err", err)
+					}
+				}()
+				continue
+			}
+			log.Warn("second signal: detaching the mount now", "signal", sig)
+			if err := srv.UnmountLazy(); err != nil {
+				log.Error("lazy unmount failed", "err", err)
+			}
+		}
+	}
+	var errs []error
+	if err := fs.Close(ctx); err != nil {
+		errs = append(errs, fmt.Errorf("flush open files: %w", err))
+	}
+	if err := v.Close(ctx); err != nil {
+		errs = append(errs, fmt.Errorf("close volume: %w", err))
+	}
+	fmt.Fprintf(cmd.OutOrStdout(), "skiff: %s unmounted\n", mp)
+	return errors.Join(errs...)
+}
+
+func newUmount(g *globals) *cobra.Command {
+	var force bool
+	cmd := &cobra.Command{
+		Use:   "umount [--force] MOUNTPOINT",
+		Short: "Unmount a skiff mount (--force detaches it even while in use)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return fuse.Unmount(args[0], force)
+		},
+	}
+	cmd.Flags().BoolVar(&force, "force", false, "detach at once even if files are in use (lazy unmount)")
+	return cmd
+}

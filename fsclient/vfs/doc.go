@@ -1,0 +1,68 @@
+// Package vfs is skiff's file system over one volume, independent of the
+// kernel interface: inodes as the mount shows them, open files with their
+// read and write paths over meta and chunk, directory handles, locks. The
+// FUSE layer (package fuse) maps kernel requests onto it; it imports no
+// FUSE library.
+//
+// # Inodes
+//
+// RootIno (1) is the mount's root: the volume's root, or Config.Subdir,
+// resolved once by New. The two numbers swap; every other inode number is
+// the volume's. ".." of the root is the root, so a sub-directory mount
+// cannot be left.
+//
+// # Handles and their lifetime
+//
+// Open, Create and Tmpfile return a file handle (fh), OpenDir a directory
+// handle; both live until Release / ReleaseDir. Every file handle has one
+// meta Open (or Create) and one meta Release, so an unlinked file stays
+// readable and writable through its handles and meta frees its data after
+// the last Release. All handles of one inode share one openFile: one
+// chunk.FileReader and one chunk.FileWriter (made by the first write). The
+// openFile goes away with the inode's last handle, after its writer is
+// flushed and closed; errors there are logged (nobody waits for release).
+//
+// # Writes and reads
+//
+// Write buffers in the chunk writer; Flush (close(2)), Fsync, Release and
+// FlushAll commit. A Read of an inode with writes not yet committed
+// flushes them first, so a process always reads its own writes; GetAttr
+// reports the size including them. O_APPEND writes are serialised per
+// inode and go to the size this client knows. Truncate (SetAttr with
+// SetSize) and Fallocate flush, change meta, and drop the reader's cached
+// slice views; they exclude reads and writes of the inode meanwhile. A
+// write by a non-root caller clears setuid (and setgid with group-exec).
+//
+// # Cache coherence
+//
+// vfs caches no metadata: every Lookup and GetAttr reads meta; the kernel
+// caches for Config.AttrTimeout / EntryTimeout / DirEntryTimeout. For an
+// open inode, attributes read from meta that show another size or mtime
+// than this client knew (another client wrote or truncated it) drop the
+// reader's cached slice views. The kernel's page cache is dropped at each
+// open (no keep-cache), which gives close-to-open consistency between
+// clients.
+//
+// # Directory handles
+//
+// The listing is a snapshot taken by the first ReadDir and by any ReadDir
+// at offset 0 (rewinddir); offset i+1 follows entry i of the snapshot, so
+// offsets stay valid while entries are added or removed.
+//
+// # Locks
+//
+// Flock, Getlk and Setlk go to meta's volume-wide lock service. vfs
+// remembers which owners took locks on an open inode; Flush drops the
+// POSIX locks of its lock owner and Release the flock of its owner, so
+// close(2) releases them as on a local file system.
+//
+// # Buffers
+//
+// Read fills p and keeps no reference; Write copies p before returning.
+// Results (Attr, DirEntry slices) belong to the caller.
+//
+// # Errors
+//
+// POSIX outcomes are syscall.Errno values; other errors are wrapped with
+// context. Turning them into errnos is the FUSE layer's job.
+package vfs

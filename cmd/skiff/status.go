@@ -40,6 +40,19 @@ func (g *globals) open(ctx context.Context, metaURL string) (*volume.Volume, err
 	})
 }
 
+// withVolume wraps a command body that needs the volume named by args[0]:
+// it opens the volume and closes it when the body returns.
+func (g *globals) withVolume(run func(cmd *cobra.Command, args []string, v *volume.Volume) error) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, args []string) error {
+		v, err := g.open(cmd.Context(), args[0])
+		if err != nil {
+			return err
+		}
+		defer v.Close(cmd.Context())
+		return run(cmd, args, v)
+	}
+}
+
 func newStatus(g *globals) *cobra.Command {
 	return &cobra.Command{
 		Use:   "status META_URL",
@@ -96,13 +109,8 @@ func newInfo(g *globals) *cobra.Command {
 		Use:   "info META_URL PATH",
 		Short: "Show a file's inode, attributes and chunk layout (PATH is inside the volume)",
 		Args:  cobra.ExactArgs(2),
-		RunE: func(cmd *cobra.Command, args []string) error {
+		RunE: g.withVolume(func(cmd *cobra.Command, args []string, v *volume.Volume) error {
 			ctx := cmd.Context()
-			v, err := g.open(ctx, args[0])
-			if err != nil {
-				return err
-			}
-			defer v.Close(ctx)
 			out := cmd.OutOrStdout()
 			ino, attr, err := v.Resolve(ctx, args[1])
 			if err != nil {
@@ -122,7 +130,7 @@ func newInfo(g *globals) *cobra.Command {
 				fmt.Fprintf(out, "  chunk %d: %d records: %s\n", c.Index, c.Records, strings.Join(parts, " "))
 			}
 			return nil
-		},
+		}),
 	}
 }
 
@@ -135,13 +143,8 @@ func newGC(g *globals) *cobra.Command {
 		Use:   "gc META_URL",
 		Short: "Find block objects no file references (and delete them with --delete)",
 		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
+		RunE: g.withVolume(func(cmd *cobra.Command, args []string, v *volume.Volume) error {
 			ctx := cmd.Context()
-			v, err := g.open(ctx, args[0])
-			if err != nil {
-				return err
-			}
-			defer v.Close(ctx)
 			r, err := v.GC(ctx, del, minAge)
 			if err != nil {
 				return err
@@ -156,7 +159,7 @@ func newGC(g *globals) *cobra.Command {
 				fmt.Fprintln(out, "run again with --delete to remove the leaked objects")
 			}
 			return nil
-		},
+		}),
 	}
 	cmd.Flags().BoolVar(&del, "delete", false, "delete leaked objects")
 	cmd.Flags().DurationVar(&minAge, "min-age", time.Hour, "leave objects younger than this alone (they may be uploads in flight)")
@@ -168,13 +171,8 @@ func newFsck(g *globals) *cobra.Command {
 		Use:   "fsck META_URL",
 		Short: "Verify every slice's blocks exist and every inode is reachable",
 		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
+		RunE: g.withVolume(func(cmd *cobra.Command, args []string, v *volume.Volume) error {
 			ctx := cmd.Context()
-			v, err := g.open(ctx, args[0])
-			if err != nil {
-				return err
-			}
-			defer v.Close(ctx)
 			r, err := v.Fsck(ctx)
 			if err != nil {
 				return err
@@ -192,6 +190,6 @@ func newFsck(g *globals) *cobra.Command {
 			}
 			fmt.Fprintln(out, "volume is consistent")
 			return nil
-		},
+		}),
 	}
 }

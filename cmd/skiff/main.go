@@ -1,5 +1,5 @@
 // Command skiff is the skiff file system client: format, mount, umount,
-// status, info, gc and fsck.
+// status, info, gc and fsck, and inject (the webhook's mutation, offline).
 package main
 
 import (
@@ -85,6 +85,7 @@ func newRoot() *cobra.Command {
 		newFsck(g),
 		newMount(g),
 		newUmount(g),
+		newInject(g),
 	)
 	return root
 }

@@ -86,6 +86,7 @@ func newRoot() *cobra.Command {
 		newMount(g),
 		newUmount(g),
 		newInject(g),
+		newWarmup(g),
 	)
 	return root
 }

@@ -30,6 +30,7 @@ type mountFlags struct {
 	bufferSize        string
 	uploadConcurrency int
 	debug             bool
+	cache             cacheFlags // cache.go
 }
 
 func newMount(g *globals) *cobra.Command {
@@ -56,6 +57,7 @@ As root the mount uses mount(2) directly; other users need fusermount3.`,
 	fl.StringVar(&f.bufferSize, "buffer-size", "300M", "memory for written data not yet uploaded")
 	fl.IntVar(&f.uploadConcurrency, "upload-concurrency", 20, "parallel block uploads")
 	fl.BoolVar(&f.debug, "debug", false, "log every FUSE request (at debug level; implies --verbose)")
+	addCacheFlags(cmd, &f.cache)
 	return cmd
 }
 
@@ -87,13 +89,18 @@ func runMount(cmd *cobra.Command, g *globals, f *mountFlags, metaURL, mountpoint
 	if err != nil {
 		return err
 	}
+	cacheCfg, err := f.cache.config(log)
+	if err != nil {
+		return err
+	}
 	v, err := volume.Open(ctx, volume.Config{
 		MetaURL:         metaURL,
 		Passphrase:      pass,
 		CredentialsFile: g.credentials,
 		Logger:          log,
 		Meta:            meta.Options{Logger: log, ReadOnly: f.readOnly},
-		Chunk:           chunk.Config{BufferSize: buf, UploadConcurrency: f.uploadConcurrency},
+		Chunk:           chunk.Config{BufferSize: buf, UploadConcurrency: f.uploadConcurrency, CacheWrites: f.cache.writes},
+		Cache:           cacheCfg,
 	})
 	if err != nil {
 		return err

@@ -2,8 +2,8 @@
 // written bytes into slices and blocks, stores blocks (compressed, then
 // encrypted), commits slices to metadata, and reads file ranges back.
 //
-// It imports object, slice and format, never meta: the few metadata calls
-// it needs are the Meta interface, which vfs adapts.
+// It imports object, cache, slice and format, never meta: the few
+// metadata calls it needs are the Meta interface, which vfs adapts.
 //
 // # Invariants
 //
@@ -40,8 +40,21 @@
 //     FileReader keeps up to Readahead/BlockSize+3 whole blocks, and never
 //     evicts a block read ahead before it was read. Other reads fetch only
 //     the byte range they need where blocks are plain (no compression, no
-//     encryption), else whole blocks. This memory is not counted against
+//     encryption), else whole blocks; with a cache, a partial read of a
+//     block the cache holds reads the whole block from it, and one of a
+//     block it lacks also starts fetching the whole block into it
+//     (whole-block prefetch). This memory is not counted against
 //     BufferSize (a shared, bounded block cache is the cache package's job).
+//   - Cache (Config.Cache, optional): every whole-block fetch asks the
+//     cache (memory, then disk) first, inside the collapsed fetch, so
+//     cache hits need no download slot and concurrent readers of one block
+//     still cause one cache read or one Get. A fetched block is put into
+//     the cache decoded, or in its stored form when the cache is Shared
+//     (and then decoded after every hit). An entry that does not decode to
+//     its key's length is removed and the block fetched again; the cache
+//     itself drops entries that fail their checksum. With CacheWrites,
+//     uploaded blocks are cached too. DeleteSlice removes a slice's
+//     blocks from the cache. Warm, Cached and Evict serve skiff warmup.
 //
 // # Locking
 //

@@ -99,7 +99,9 @@ func (r *FileReader) Close() {
 // A read that starts where the previous one ended is sequential: it
 // fetches whole blocks and starts fetching the blocks after it (read-ahead,
 // growing up to Config.Readahead). Other reads of a volume without
-// compression or encryption fetch only the bytes they need.
+// compression or encryption fetch only the bytes they need, unless the
+// cache holds the whole block; with a cache, they also start fetching the
+// whole block into it.
 func (r *FileReader) ReadAt(ctx context.Context, p []byte, off int64, fileSize uint64) (int, error) {
 	if off < 0 {
 		return 0, fmt.Errorf("read inode %d: negative offset %d", r.ino, off)
@@ -232,7 +234,7 @@ func (r *FileReader) readAhead(ctx context.Context, off, window int64, fileSize 
 func (r *FileReader) readBlock(ctx context.Context, t blockRead, seq bool) error {
 	var data []byte
 	var err error
-	if !seq && t.n < t.length && r.s.tf.plainLayout() {
+	if !seq && t.n < t.length && r.s.tf.plainLayout() && !r.s.cachedWhole(t.key, t.length) {
 		data, err = r.s.blockRange(ctx, t.key, t.off, t.n)
 	} else {
 		data, err = r.wholeBlock(ctx, t.key, t.length, true)

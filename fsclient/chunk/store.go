@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sync/errgroup"
 	"golang.org/x/sync/semaphore"
 
+	"github.com/skiff-fs/skiff/fsclient/cache"
 	"github.com/skiff-fs/skiff/fsclient/object"
 	"github.com/skiff-fs/skiff/fsclient/slice"
 )
@@ -87,6 +88,14 @@ type Config struct {
 	// CompactThreshold: a chunk seen with more records than this is queued
 	// for background compaction. Default 16.
 	CompactThreshold int
+	// Cache is the local block cache, consulted (memory, then disk) before
+	// the object store; fetched blocks are put into it. It holds decoded
+	// blocks, or their stored form when Cache.Shared. The Store does not
+	// close it. nil: no cache.
+	Cache *cache.Cache
+	// CacheWrites also caches blocks as they are uploaded, so reading back
+	// what this client wrote needs no Get. Default false.
+	CacheWrites bool
 	// Logger receives warnings (retried uploads, failed background
 	// compactions). Default: discard.
 	Logger *slog.Logger
@@ -426,6 +435,13 @@ func (s *Store) putBlock(ctx context.Context, key string, plain []byte) error {
 		if err = s.obj.Put(ctx, key, data); err == nil {
 			s.stats.blocksPut.Add(1)
 			s.stats.bytesPut.Add(int64(len(data)))
+			if c := s.cfg.Cache; c != nil && s.cfg.CacheWrites {
+				if c.Shared() {
+					c.Put(key, data)
+				} else {
+					c.Put(key, bytes.Clone(plain)) // plain goes back to the pool
+				}
+			}
 			return nil
 		}
 		s.stats.putErrors.Add(1)
@@ -454,6 +470,9 @@ func (s *Store) DeleteSlice(ctx context.Context, id uint64, size uint32) error {
 	for _, b := range slice.Blocks(size, s.cfg.BlockSize) {
 		key := slice.BlockKey(id, b.Index, b.Len)
 		g.Go(func() error {
+			if s.cfg.Cache != nil {
+				s.cfg.Cache.Remove(key)
+			}
 			s.stats.deleted.Add(1)
 			if err := s.obj.Delete(ctx, key); err != nil {
 				return fmt.Errorf("delete block %s from %s: %w", key, s.obj, err)
@@ -557,15 +576,77 @@ func (s *Store) getError(key string, err error) error {
 	return fmt.Errorf("read block %s from %s: %w", key, s.obj, err)
 }
 
-// block returns the whole plain content of a block (shared, read-only).
+// block returns the whole plain content of a block (shared, read-only),
+// from the cache if it holds the block, else from the object store (and
+// then caches it).
 func (s *Store) block(ctx context.Context, key string, length uint32) ([]byte, error) {
 	return s.collapse(ctx, key, func(ctx context.Context) ([]byte, error) {
+		if data, ok := s.cached(key, length); ok {
+			return data, nil
+		}
 		stored, err := s.getObject(ctx, key, 0, -1, int(length)+headerSize+nonceSize+tagSize)
 		if err != nil {
 			return nil, err
 		}
-		return s.tf.decode(key, stored, length)
+		plain, err := s.tf.decode(key, stored, length)
+		if err == nil && s.cfg.Cache != nil {
+			if s.cfg.Cache.Shared() {
+				s.cfg.Cache.Put(key, stored)
+			} else {
+				s.cfg.Cache.Put(key, plain)
+			}
+		}
+		return plain, err
 	})
+}
+
+// cached returns the plain content of a block from the cache. An entry
+// that passed the cache's checksum but does not decode to the block (it
+// was written for another volume or key) is removed: the caller fetches
+// the block again.
+func (s *Store) cached(key string, length uint32) ([]byte, bool) {
+	c := s.cfg.Cache
+	if c == nil {
+		return nil, false
+	}
+	data, ok := c.Get(key)
+	if !ok {
+		return nil, false
+	}
+	var err error
+	if c.Shared() {
+		if data, err = s.tf.decode(key, data, length); err == nil {
+			return data, true
+		}
+	} else if len(data) == int(length) {
+		return data, true
+	} else {
+		err = fmt.Errorf("cached block %s holds %d bytes, its key says %d", key, len(data), length)
+	}
+	s.log.Warn("dropping a cached block that does not match its key; fetching it again", "key", key, "cache", c.Dir(), "err", err)
+	c.Remove(key)
+	return nil, false
+}
+
+// cachedWhole reports whether a random read of part of a block should
+// read the whole block: yes when the cache holds it. Otherwise, with a
+// cache, it starts fetching the whole block into the cache in the
+// background (whole-block prefetch), and the caller reads its range now.
+func (s *Store) cachedWhole(key string, length uint32) bool {
+	c := s.cfg.Cache
+	if c == nil {
+		return false
+	}
+	if c.Has(key) {
+		return true
+	}
+	s.mu.Lock()
+	running := s.mu.fetches[key] != nil
+	s.mu.Unlock()
+	if !running {
+		s.goroutine(func() { s.block(s.ctx, key, length) })
+	}
+	return false
 }
 
 // blockRange returns bytes [off, off+n) of a block stored in the plain

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/skiff-fs/skiff/fsclient/cache"
 	"github.com/skiff-fs/skiff/fsclient/chunk"
 	"github.com/skiff-fs/skiff/fsclient/format"
 	"github.com/skiff-fs/skiff/fsclient/meta"
@@ -37,7 +38,12 @@ type Config struct {
 	Chunk chunk.Config
 	// CredentialsFile is an optional GCS service-account key file.
 	CredentialsFile string
-	Logger          *slog.Logger
+	// Cache, if not nil, gives the volume a local block cache in the
+	// directory Cache.Dir/<volume uuid>, so volumes sharing a cache
+	// directory never share entries; Open sets Chunk.Cache to it. nil: no
+	// cache.
+	Cache  *cache.Config
+	Logger *slog.Logger
 }
 
 // Volume is an opened volume: its metadata client, its settings, its object
@@ -47,6 +53,7 @@ type Volume struct {
 	Format  *format.Format
 	Objects object.Store
 	Chunks  *chunk.Store
+	Cache   *cache.Cache // nil without Config.Cache
 }
 
 // Open connects to the metadata engine named by cfg.MetaURL, loads the
@@ -79,25 +86,46 @@ func Open(ctx context.Context, cfg Config) (*Volume, error) {
 	cc.Compression = f.Compression
 	cc.Logger = cfg.Logger
 	var cs *chunk.Store
+	var bc *cache.Cache
 	if f.Encryption != nil {
 		cc.Key, err = chunk.OpenKey(f.Encryption, cfg.Passphrase)
+	}
+	if err == nil && cfg.Cache != nil {
+		ccfg := *cfg.Cache
+		if ccfg.Dir == "" {
+			err = errors.New("no cache directory given")
+		} else {
+			ccfg.Dir = filepath.Join(ccfg.Dir, f.UUID)
+			if ccfg.Logger == nil {
+				ccfg.Logger = cfg.Logger
+			}
+			bc, err = cache.New(ccfg)
+			cc.Cache = bc
+		}
 	}
 	if err == nil {
 		cs, err = chunk.New(objs, cc)
 	}
 	if err != nil {
+		if bc != nil {
+			bc.Close()
+		}
 		stores.Close(objs)
 		m.Close(ctx)
 		return nil, err
 	}
 	m.SetDeleter(cs.DeleteSlice)
-	return &Volume{Meta: m, Format: f, Objects: objs, Chunks: cs}, nil
+	return &Volume{Meta: m, Format: f, Objects: objs, Chunks: cs, Cache: bc}, nil
 }
 
 // Close stops the chunk store and ends the metadata session, if any.
 func (v *Volume) Close(ctx context.Context) error {
 	// Meta first: it stops the background jobs that delete through Chunks.
-	return errors.Join(v.Meta.Close(ctx), v.Chunks.Close(), stores.Close(v.Objects))
+	err := errors.Join(v.Meta.Close(ctx), v.Chunks.Close(), stores.Close(v.Objects))
+	if v.Cache != nil {
+		err = errors.Join(err, v.Cache.Close())
+	}
+	return err
 }
 
 // FormatConfig creates (or, with Force, re-writes the settings of) a volume.

@@ -1,0 +1,80 @@
+// Package cache is skiff's local block cache: a bounded directory of
+// block files (an emptyDir or NVMe in the pod) in front of object storage,
+// plus a small memory tier for hot blocks.
+//
+// Keys are block object keys (slice.BlockKey, relative to the volume's
+// prefix); a Cache serves one volume, so callers give each volume its own
+// directory (volume.Open uses DIR/<volume uuid>). Blocks are immutable, so
+// an entry never goes stale: the only ways to lose one are eviction,
+// Remove, and damage on disk.
+//
+// # What is stored
+//
+// The cache stores the bytes it is given; package chunk decides which. With
+// Config.Shared false (the default: the directory is private to the pod,
+// e.g. its own emptyDir) chunk caches decoded blocks, after decryption and
+// decompression, so a hit costs one local read. With Shared true (a
+// directory other pods or users can read) chunk caches the stored form,
+// still encrypted on an encrypted volume, and decodes after every hit.
+// Each entry records which form it holds; an entry written under the other
+// setting is dropped as a miss. Files are created 0600 in directories
+// 0700 either way.
+//
+// # Invariants
+//
+//   - Size limit: the bytes of the index (each file's size rounded up to
+//     4 KiB), plus the bytes reserved by Puts in progress, plus the bytes of
+//     evicted files not yet unlinked never exceed Config.Size. A Put
+//     reserves its bytes, evicting first, before it creates a file, and an
+//     evicted file is counted until it is unlinked, so the files on disk
+//     never exceed the limit however many goroutines Put at once.
+//     Stats.Peak is the largest total ever reached.
+//   - Free-space floor: before writing, a Put makes sure that at least
+//     Config.FreeRatio of the file system would stay free (as reported by
+//     statfs, less the bytes other Puts have reserved), evicting more if
+//     needed. A Put that cannot fit under either bound is skipped: caching
+//     is best effort and never fails a read or a write.
+//   - Checksums: every entry carries a CRC-32C of its data (header below),
+//     verified on every disk read. A damaged, truncated or foreign entry is
+//     removed and reported as a miss (the caller fetches the block again);
+//     it is never returned.
+//   - Atomic writes: an entry is written to a temporary file (a name
+//     starting with '.') and renamed into place, so a crash leaves either
+//     nothing or a complete file. Temporary files are removed when the
+//     directory is opened.
+//   - Restart: New scans the directory and rebuilds the index with each
+//     file's size and last access time (the later of atime and mtime);
+//     entries are verified lazily, on first read.
+//   - Eviction is a segmented LRU: a new entry is on probation; a hit
+//     moves it to the protected segment (at most 80% of Size), whose least
+//     recently used entries fall back to probation. Victims come from the
+//     probation segment's cold end first, so a one-time scan of many blocks
+//     (a big sequential read) does not flush blocks that are read again.
+//   - Other processes: an entry another process (skiff warmup) wrote into
+//     the same directory is found on a miss and adopted into the index. The
+//     size limit is enforced by each process over the entries it knows of.
+//
+// # Memory tier
+//
+// Up to Config.MemSize bytes of recently put or read entries stay in
+// memory (LRU), so hot blocks skip the disk. Get's result is shared with
+// the memory tier and must not be modified; Put keeps a reference to its
+// data (without copying), so the caller must not modify it afterwards.
+//
+// # Entry file format
+//
+//	offset 0   magic "skc1"
+//	offset 4   flags: bit 0 set if the data is the stored form (Shared)
+//	offset 5   3 bytes zero
+//	offset 8   data length, uint32 little endian
+//	offset 12  CRC-32C (Castagnoli) of the data, uint32 little endian
+//	offset 16  data
+//
+// An entry of key K lives at DIR/blocks/K.
+//
+// # Locking
+//
+// Cache.mu guards the index; Cache.mem.mu the memory tier. They are never
+// held together, and no file I/O happens under either (statfs aside,
+// which runs before mu is taken).
+package cache

@@ -84,6 +84,8 @@ type Store struct {
 	name      string // bucket name
 	prefix    string
 	chunkSize int
+	backoff   gax.Backoff // for single-request uploads, which Put retries itself
+	attempts  int
 }
 
 var (
@@ -146,6 +148,8 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 		name:      cfg.Bucket,
 		prefix:    cfg.Prefix,
 		chunkSize: cfg.ChunkSize,
+		backoff:   gax.Backoff{Initial: cfg.InitialBackoff, Max: cfg.MaxBackoff, Multiplier: 2},
+		attempts:  cfg.MaxAttempts,
 	}
 	if err := s.checkBucket(ctx); err != nil {
 		client.Close()
@@ -265,6 +269,9 @@ func (s *Store) object(key string) (*storage.ObjectHandle, error) {
 }
 
 func (s *Store) wrap(op, key string, err error) error {
+	if err == nil {
+		return nil
+	}
 	if errors.Is(err, storage.ErrObjectNotExist) {
 		return fmt.Errorf("%s %s %q: %w", s, op, key, object.ErrNotFound)
 	}
@@ -307,29 +314,52 @@ func (s *Store) chunkFor(n int) int {
 }
 
 // Put implements object.Store.
+//
+// An object smaller than the chunk size (every block of skiff's default
+// size) goes up in one request with no copy: storage.Writer with ChunkSize
+// 0 streams the caller's buffer, so in-flight uploads cost no memory beyond
+// the blocks the chunk layer already holds under its budget. The library
+// cannot retry such an upload, so Put retries it here with the same policy
+// (blocks are immutable and keys unique, so a retry is always safe).
+// Larger objects use a resumable upload in chunk-size pieces, retried by
+// the library.
 func (s *Store) Put(ctx context.Context, key string, data []byte) error {
 	o, err := s.object(key)
 	if err != nil {
 		return err
 	}
+	if len(data) >= s.chunkSize {
+		return s.wrap("put", key, s.upload(ctx, o, data, s.chunkFor(len(data))))
+	}
+	bo := s.backoff // a copy: gax.Backoff keeps state
+	for attempt := 1; ; attempt++ {
+		err = s.upload(ctx, o, data, 0)
+		if err == nil || attempt >= s.attempts || !storage.ShouldRetry(err) || ctx.Err() != nil {
+			return s.wrap("put", key, err)
+		}
+		if serr := gax.Sleep(ctx, bo.Pause()); serr != nil {
+			return s.wrap("put", key, err)
+		}
+	}
+}
+
+// upload writes data to o in one Writer with the given ChunkSize.
+func (s *Store) upload(ctx context.Context, o *storage.ObjectHandle, data []byte, chunkSize int) error {
 	if err := ctx.Err(); err != nil {
-		return s.wrap("put", key, err)
+		return err
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel() // aborts the upload if Write fails
 	w := o.NewWriter(ctx)
-	w.ChunkSize = s.chunkFor(len(data))
+	w.ChunkSize = chunkSize
 	w.ContentType = "application/octet-stream"
 	w.CRC32C = crc32.Checksum(data, crc32.MakeTable(crc32.Castagnoli))
 	w.SendCRC32C = true
 	if _, err := w.Write(data); err != nil {
 		w.Close()
-		return s.wrap("put", key, err)
+		return err
 	}
-	if err := w.Close(); err != nil {
-		return s.wrap("put", key, err)
-	}
-	return nil
+	return w.Close()
 }
 
 // Delete implements object.Store.

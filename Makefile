@@ -62,9 +62,15 @@ demo: build
 	else echo "using the volume formatted earlier at $(DEMO_DIR)/meta.db"; fi
 	./$(BIN)/skiff mount bolt://$(DEMO_DIR)/meta.db $(DEMO_DIR)/mnt
 
-# bench runs the Go benchmarks (medians: use -count and benchstat).
+# bench runs the fixed suite of issue 6 (bench/suite, as root): a bbolt
+# and a Redis volume mounted with skiff mount, each next to the local disk,
+# one table of medians of 3 and ratios with the targets. About 15 min;
+# quick runs: SKIFF_BENCH_SIZE=256M SKIFF_BENCH_SMALL_FILES=1000
+# SKIFF_BENCH_WARM_SIZE=256M make bench (go run ./bench/suite -help lists
+# the rest). The Go micro-benchmarks: go test -bench . ./fsclient/...
 bench: deps
-	$(GO) test -run '^$$' -bench . -benchmem -count 3 ./fsclient/...
+	CGO_ENABLED=0 $(GO) build -o $(BIN)/ ./cmd/skiff
+	$(GO) run ./bench/suite -skiff $(BIN)/skiff
 
 soak: deps
 	@echo "no soak suite yet"; exit 1

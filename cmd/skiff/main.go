@@ -87,6 +87,8 @@ func newRoot() *cobra.Command {
 		newUmount(g),
 		newInject(g),
 		newWarmup(g),
+		newBench(g),
+		newObjbench(g),
 	)
 	return root
 }

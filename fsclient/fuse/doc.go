@@ -25,13 +25,20 @@
 //
 // Entries and attributes are given to the kernel with the VFS's timeouts;
 // failed lookups are not cached (another client may create the name).
-// Open files do not keep the page cache across opens. The kernel's
-// auto-invalidation of cached data on mtime change stays on.
+// An open keeps the kernel's page cache of the file (FOPEN_KEEP_CACHE)
+// only when vfs finds the file unchanged in meta since an earlier open of
+// this client (vfs.KeepCache); otherwise the kernel drops it, so a change
+// by another client is read after the next open. The kernel's
+// auto-invalidation of cached data on mtime or size change stays on.
 //
 // # Lifetime
 //
-// Forget is a no-op: inode numbers are never reused and vfs keeps no state
-// per kernel lookup. Release runs to completion under a background context
+// Forget tells vfs that the kernel's pages of the inode may be gone
+// (vfs.ForgetCache) and drops the kernel's references: vfs counts them
+// only for special nodes (FIFOs, sockets, devices), which the kernel opens
+// without FUSE, and keeps those open in meta while referenced so an unlink
+// does not remove a node still in use (vfs.Referenced/Forget). Inode
+// numbers are never reused. Release runs to completion under a background context
 // because the kernel does not wait for it. Request buffers belong to
 // go-fuse: nothing keeps a reference after a method returns.
 package fuse

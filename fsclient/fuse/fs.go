@@ -90,6 +90,8 @@ func (fs *fileSystem) entry(ino vfs.Ino, a *vfs.Attr, out *gofuse.EntryOut) {
 	out.SetEntryTimeout(fs.v.EntryTimeout(a))
 	out.SetAttrTimeout(fs.v.AttrTimeout())
 	fillAttr(ino, a, &out.Attr)
+	// The kernel now holds one more reference to ino until it forgets it.
+	fs.v.Referenced(context.Background(), ino, a)
 }
 
 func (fs *fileSystem) String() string { return "skiff" }
@@ -113,8 +115,12 @@ func (fs *fileSystem) Lookup(cancel <-chan struct{}, h *gofuse.InHeader, name st
 }
 
 // Forget: skiff keeps no per-inode state for the kernel's lookups
-// (inode numbers are never reused), so there is nothing to drop.
-func (fs *fileSystem) Forget(nodeid, nlookup uint64) {}
+// (inode numbers are never reused). The kernel may have dropped the
+// inode's pages, so vfs forgets what it knew of them.
+func (fs *fileSystem) Forget(nodeid, nlookup uint64) {
+	fs.v.ForgetCache(vfs.Ino(nodeid))
+	fs.v.Forget(context.Background(), vfs.Ino(nodeid), nlookup)
+}
 
 func (fs *fileSystem) GetAttr(cancel <-chan struct{}, in *gofuse.GetAttrIn, out *gofuse.AttrOut) gofuse.Status {
 	a, err := fs.v.GetAttr(ctxOf(cancel), vfs.Ino(in.NodeId))
@@ -292,8 +298,13 @@ func (fs *fileSystem) Open(cancel <-chan struct{}, in *gofuse.OpenIn, out *gofus
 	if err != nil {
 		return fs.st("open", in.NodeId, err)
 	}
-	// No FOPEN_KEEP_CACHE: the kernel drops cached pages at each open,
-	// so a file closed by one client and opened by another is fresh.
+	// Without FOPEN_KEEP_CACHE the kernel drops its cached pages of the
+	// file, so a file changed by another client reads fresh. vfs allows
+	// keeping them only while meta shows the file unchanged since an
+	// earlier open here (re-reads of the same files every epoch).
+	if fs.v.KeepCache(fh) {
+		out.OpenFlags |= gofuse.FOPEN_KEEP_CACHE
+	}
 	out.Fh = fh
 	return gofuse.OK
 }

@@ -117,7 +117,9 @@ func (m *Meta) Open(ctx context.Context, c Caller, ino Ino, flags uint32) (Attr,
 				return syscall.ENOENT // being deleted
 			}
 		}
-		recorded = a.Typ == TypeFile
+		// Every non-directory is recorded: the kernel opens special nodes
+		// without FUSE, so vfs holds them open while it references them.
+		recorded = a.Typ != TypeDir
 		if recorded {
 			t.recordOpen(ino)
 		}

@@ -39,9 +39,12 @@
 // caches for Config.AttrTimeout / EntryTimeout / DirEntryTimeout. For an
 // open inode, attributes read from meta that show another size or mtime
 // than this client knew (another client wrote or truncated it) drop the
-// reader's cached slice views. The kernel's page cache is dropped at each
-// open (no keep-cache), which gives close-to-open consistency between
-// clients.
+// reader's cached slice views. The kernel's page cache of a file is
+// dropped at an open (no keep-cache) unless meta shows the file with the
+// same size, mtime and ctime as when an earlier handle of this client,
+// since released, was opened (KeepCache; see pagecache.go): a change by
+// any client moves ctime, so close-to-open consistency between clients
+// holds while unchanged files keep their cached pages across opens.
 //
 // # Directory handles
 //

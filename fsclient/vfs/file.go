@@ -112,6 +112,7 @@ type handle struct {
 	flags  uint32
 	append bool
 	write  bool
+	cache  openCache
 }
 
 func (v *VFS) file(ino meta.Ino) *openFile {
@@ -128,7 +129,7 @@ func (v *VFS) handle(fh uint64) *handle {
 
 // newHandle registers a handle of ino opened with flags, whose meta Open
 // (or Create) succeeded and returned a.
-func (v *VFS) newHandle(ino meta.Ino, flags uint32, a *Attr) *handle {
+func (v *VFS) newHandle(ino meta.Ino, flags uint32, a *Attr, oc openCache) *handle {
 	v.mu.Lock()
 	of := v.mu.files[ino]
 	if of == nil {
@@ -139,7 +140,7 @@ func (v *VFS) newHandle(ino meta.Ino, flags uint32, a *Attr) *handle {
 	of.refs++
 	v.mu.nextFh++
 	h := &handle{fh: v.mu.nextFh, ino: ino, of: of, flags: flags,
-		append: flags&syscall.O_APPEND != 0, write: flags&syscall.O_ACCMODE != syscall.O_RDONLY}
+		append: flags&syscall.O_APPEND != 0, write: flags&syscall.O_ACCMODE != syscall.O_RDONLY, cache: oc}
 	v.mu.handles[h.fh] = h
 	v.mu.Unlock()
 	of.saw(a)
@@ -165,7 +166,14 @@ func (v *VFS) Open(ctx context.Context, c Caller, ino Ino, flags uint32) (uint64
 		}
 		return 0, Attr{}, syscall.EINVAL
 	}
-	h := v.newHandle(real, flags, &a)
+	// The kernel keeps its pages of the file when meta shows the file
+	// as it was at an earlier open here (pagecache.go); not while this
+	// client holds unflushed writes to it, nor when truncating.
+	oc := openCache{stamp: stampOf(&a), valid: true}
+	if of := v.file(real); flags&syscall.O_TRUNC == 0 && (of == nil || !of.dirty()) {
+		oc.keep = v.pc.keep(real, oc.stamp)
+	}
+	h := v.newHandle(real, flags, &a, oc)
 	if flags&syscall.O_TRUNC != 0 && a.Size > 0 {
 		if err := v.truncate(ctx, c, real, h, 0); err != nil {
 			v.Release(ctx, h.fh)
@@ -185,7 +193,7 @@ func (v *VFS) Create(ctx context.Context, c Caller, parent Ino, name string, mod
 	if err != nil {
 		return 0, 0, Attr{}, err
 	}
-	h := v.newHandle(ino, flags, &a)
+	h := v.newHandle(ino, flags, &a, openCache{})
 	return v.out(ino), h.fh, a, nil
 }
 
@@ -327,6 +335,9 @@ func (v *VFS) ReleaseLocks(ctx context.Context, fh uint64, flockOwner uint64) {
 		return
 	}
 	delete(v.mu.handles, fh)
+	if h.cache.told {
+		v.pc.record(h.ino, h.cache.stamp)
+	}
 	of := h.of
 	of.refs--
 	last := of.refs == 0

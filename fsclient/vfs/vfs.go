@@ -95,6 +95,8 @@ type VFS struct {
 	log  *slog.Logger
 	root meta.Ino // the volume inode shown as RootIno
 	name string
+	pc   pageCache // what the kernel's page cache holds (pagecache.go)
+	sp   specials  // the kernel's references to special nodes (special.go)
 
 	mu struct {
 		sync.Mutex

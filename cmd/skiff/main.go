@@ -86,9 +86,9 @@ func newRoot() *cobra.Command {
 		newMount(g),
 		newUmount(g),
 		newInject(g),
+		newWorker(g),
 		newWarmup(g),
-		newBench(g),
-		newObjbench(g),
+		newBench(g), newObjbench(g),
 	)
 	return root
 }

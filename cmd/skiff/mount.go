@@ -31,6 +31,8 @@ type mountFlags struct {
 	uploadConcurrency int
 	debug             bool
 	cache             cacheFlags // cache.go
+	supervise         bool       // skiff mount --supervise (supervise.go)
+	workerBinary      string     // its worker's binary
 }
 
 func newMount(g *globals) *cobra.Command {
@@ -58,6 +60,7 @@ As root the mount uses mount(2) directly; other users need fusermount3.`,
 	fl.IntVar(&f.uploadConcurrency, "upload-concurrency", 20, "parallel block uploads")
 	fl.BoolVar(&f.debug, "debug", false, "log every FUSE request (at debug level; implies --verbose)")
 	addCacheFlags(cmd, &f.cache)
+	addSuperviseFlags(cmd, &f)
 	return cmd
 }
 
@@ -72,6 +75,9 @@ func runMount(cmd *cobra.Command, g *globals, f *mountFlags, metaURL, mountpoint
 	mp, err := filepath.Abs(mountpoint)
 	if err != nil {
 		return err
+	}
+	if f.supervise {
+		return runSupervised(cmd, g, f, metaURL, mp)
 	}
 	// Check before connecting anywhere: a wrong mountpoint is the most
 	// common mistake.

@@ -1,0 +1,155 @@
+// Command skiff-csi is skiff's CSI plugin (driver csi.skiff.io) for
+// clusters that have nodes (DESIGN.md §1, issue #7). One binary, three
+// roles:
+//
+//	skiff-csi --endpoint unix:///csi/csi.sock --nodeid $NODE --mode node \
+//	    --mounter-socket /run/skiff-csi/mounter.sock      # csi-node (stateless)
+//	skiff-csi --endpoint unix:///csi/csi.sock --mode controller   # provisioning
+//	skiff-csi mounter --socket /run/skiff-csi/mounter.sock \
+//	    --skiff /usr/local/bin/skiff                      # one client per volume
+//
+// csi-node serves the CSI Identity and Node services and asks the mounter
+// (package csi/mounter) to stage and unstage volumes; the mounter keeps a
+// skiff client process per staged volume, so csi-node can be restarted or
+// upgraded without touching a mount. See packages csi/driver and
+// csi/mounter.
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/skiff-fs/skiff/csi/driver"
+	"github.com/skiff-fs/skiff/csi/mounter"
+	"github.com/skiff-fs/skiff/sidecar/contract"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+// Default socket of the mounter, in a directory shared by the node
+// plugin's two containers.
+const defaultMounterSocket = "/run/skiff-csi/mounter.sock"
+
+func main() {
+	if err := newRoot().Execute(); err != nil {
+		fmt.Fprintf(os.Stderr, "skiff-csi: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+func logger(verbose bool) *slog.Logger {
+	lvl := slog.LevelInfo
+	if verbose {
+		lvl = slog.LevelDebug
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
+}
+
+// signalContext ends at SIGTERM or SIGINT.
+func signalContext() (context.Context, context.CancelFunc) {
+	return signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+}
+
+func newRoot() *cobra.Command {
+	var (
+		endpoint, nodeID, mode, mounterSocket, name string
+		verbose                                     bool
+	)
+	cmd := &cobra.Command{
+		Use:           "skiff-csi --endpoint unix://PATH [--nodeid NODE] [--mode node|controller|all]",
+		Short:         "The CSI plugin of skiff volumes (csi.skiff.io)",
+		Version:       version,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Args:          cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg := driver.Config{Name: name, Version: version, NodeID: nodeID, MounterSocket: mounterSocket, Logger: logger(verbose)}
+			switch mode {
+			case "node":
+				cfg.Node = true
+			case "controller":
+				cfg.Controller = true
+			case "all":
+				cfg.Node, cfg.Controller = true, true
+			default:
+				return fmt.Errorf("--mode %q: want node, controller or all", mode)
+			}
+			d, err := driver.New(cfg)
+			if err != nil {
+				return err
+			}
+			l, err := driver.Listen(endpoint)
+			if err != nil {
+				return err
+			}
+			ctx, cancel := signalContext()
+			defer cancel()
+			return d.Serve(ctx, l)
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&endpoint, "endpoint", "unix:///csi/csi.sock", "CSI endpoint (unix://PATH)")
+	fl.StringVar(&nodeID, "nodeid", "", "this node's id (the Kubernetes node name); required with --mode node or all")
+	fl.StringVar(&mode, "mode", "node", "services to serve: node (Identity+Node), controller (Identity+Controller) or all")
+	fl.StringVar(&mounterSocket, "mounter-socket", defaultMounterSocket, "unix socket of skiff-csi mounter")
+	fl.StringVar(&name, "driver-name", contract.DriverName, "CSI driver name")
+	fl.BoolVarP(&verbose, "verbose", "v", false, "log every call (secrets stripped)")
+	cmd.AddCommand(newMounter())
+	return cmd
+}
+
+func newMounter() *cobra.Command {
+	var (
+		socket, skiff, stateDir string
+		supervise, verbose      bool
+		startTimeout, stopTime  time.Duration
+	)
+	cmd := &cobra.Command{
+		Use:   "mounter --socket PATH [--skiff PATH]",
+		Short: "Run one skiff client process per staged volume, for csi-node (long-lived)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if skiff == "" {
+				exe, err := os.Executable()
+				if err != nil {
+					return err
+				}
+				skiff = filepath.Join(filepath.Dir(exe), "skiff")
+			}
+			log := logger(verbose)
+			s, err := mounter.New(mounter.Config{
+				Skiff: skiff, Supervise: supervise, StateDir: stateDir,
+				StartTimeout: startTimeout, StopTimeout: stopTime, Logger: log,
+			})
+			if err != nil {
+				return err
+			}
+			l, err := mounter.Listen(socket)
+			if err != nil {
+				return err
+			}
+			log.Info("mounter serving", "socket", socket, "skiff", skiff, "supervise", supervise)
+			ctx, cancel := signalContext()
+			defer cancel()
+			return s.Serve(ctx, l)
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&socket, "socket", defaultMounterSocket, "unix socket to serve csi-node on")
+	fl.StringVar(&skiff, "skiff", "", "the skiff binary (default: skiff beside this binary)")
+	fl.BoolVar(&supervise, "supervise", true, "run skiff mount --supervise (a dead client is restarted on the same FUSE connection); false: plain skiff mount")
+	fl.StringVar(&stateDir, "state-dir", "/run/skiff-csi/state", "directory for the volumes' secret files (use a tmpfs)")
+	fl.DurationVar(&startTimeout, "start-timeout", time.Minute, "how long a volume's client may take to mount")
+	fl.DurationVar(&stopTime, "stop-timeout", 30*time.Second, "how long a volume's client may take to flush and unmount before it is killed")
+	fl.BoolVarP(&verbose, "verbose", "v", false, "debug logging")
+	return cmd
+}

@@ -1,0 +1,64 @@
+// Package mounter is the long-lived half of skiff-csi's node plugin: it
+// runs one skiff client process per staged volume and keeps it (and so
+// the FUSE connection) alive while the stateless gRPC half, csi-node,
+// comes and goes.
+//
+// # Processes
+//
+// Each staged volume is served by a child process: `skiff mount
+// --supervise` (Config.Supervise, the default) or plain `skiff mount`.
+// Under --supervise the child is the small supervisor of
+// fsclient/fuse/supervisor: it holds /dev/fuse and restarts the worker
+// that serves the file system when the worker dies, on the same
+// connection, so the staging mount and every bind of it (the pods'
+// target paths) never see ENOTCONN. Without the supervisor, a crashed
+// child leaves a dead mount: the mounter detaches it and mounts again on
+// the staging path (new publishes work; binds made from the dead mount
+// stay dead until their pods restart).
+//
+// The FUSE file system is mounted directly on the staging path (the
+// kubelet's globalmount directory, an empty directory on the node), so
+// the staging path is a fuse.skiff mount, and csi-node bind-mounts it
+// (or rather the sub-directory the volume names, mounted as the root of
+// the file system with --subdir) into each pod's target path.
+//
+// A child that exits without being asked to is started again with
+// backoff (0.5 s doubling to 30 s); an Unstage stops it with SIGTERM
+// (the client flushes written data, then unmounts) and, after
+// Config.StopTimeout, SIGKILL and a lazy unmount. Children get SIGKILL
+// as their parent-death signal: a mounter that dies takes its mounts
+// along, as a container restart would anyway.
+//
+// # API
+//
+// The mounter serves HTTP with JSON bodies on a unix socket (Serve); the
+// socket lives in a directory only the node plugin's containers share.
+// Client is csi-node's side. Requests:
+//
+//	POST /v1/stage    StageRequest  -> 200 Volume
+//	POST /v1/unstage  UnstageRequest -> 200 {}
+//	GET  /v1/volumes               -> 200 []Volume
+//
+// Errors carry a gRPC code and a message ({"code":N,"message":"..."}),
+// which Client turns back into a status error, so csi-node can return
+// them as they are. Stage is idempotent (the same request for a volume
+// already staged on that path returns at once; a different one is
+// AlreadyExists), and a second Stage or Unstage of a path while one is in
+// flight is Aborted.
+//
+// # Secrets
+//
+// A StageRequest carries the volume's META_URL, and may carry its
+// passphrase and GCS credentials. Passphrase and credentials are written
+// to files readable only by root under Config.StateDir (a tmpfs in the
+// pod) and passed by path; they are removed on Unstage. The META_URL is
+// an argument of the child (skiff mount takes it only there), so it is
+// visible in /proc to processes of the mounter's PID namespace; nothing
+// else runs there. Logs show META_URLs with their passwords removed.
+//
+// # Locking
+//
+// Server.mu guards the map of volumes; it is never held while a child
+// starts or stops. Each volume's busy flag (under mu) marks a Stage or
+// Unstage in flight.
+package mounter

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -84,30 +85,7 @@ func runMount(cmd *cobra.Command, g *globals, f *mountFlags, metaURL, mountpoint
 	if err := fuse.CheckMountpoint(mp); err != nil {
 		return err
 	}
-	buf, err := parseSize(f.bufferSize)
-	if err != nil {
-		return fmt.Errorf("--buffer-size: %w", err)
-	}
-	if f.uploadConcurrency <= 0 {
-		return fmt.Errorf("--upload-concurrency must be at least 1")
-	}
-	pass, err := g.passphrase()
-	if err != nil {
-		return err
-	}
-	cacheCfg, err := f.cache.config(log)
-	if err != nil {
-		return err
-	}
-	v, err := volume.Open(ctx, volume.Config{
-		MetaURL:         metaURL,
-		Passphrase:      pass,
-		CredentialsFile: g.credentials,
-		Logger:          log,
-		Meta:            meta.Options{Logger: log, ReadOnly: f.readOnly},
-		Chunk:           chunk.Config{BufferSize: buf, UploadConcurrency: f.uploadConcurrency, CacheWrites: f.cache.writes},
-		Cache:           cacheCfg,
-	})
+	v, err := f.openVolume(ctx, g, log, metaURL, mp)
 	if err != nil {
 		return err
 	}
@@ -115,11 +93,6 @@ func runMount(cmd *cobra.Command, g *globals, f *mountFlags, metaURL, mountpoint
 		if err := v.Close(context.Background()); err != nil {
 			log.Error("close volume", "err", err)
 		}
-	}
-	host, _ := os.Hostname()
-	if err := v.Meta.NewSession(ctx, meta.SessionInfo{Version: version, Hostname: host, MountPoint: mp, PID: os.Getpid()}); err != nil {
-		closeVolume()
-		return err
 	}
 	fs, err := vfs.New(v, vfs.Config{
 		AttrTimeout:     f.attrTimeout,
@@ -197,4 +170,43 @@ func newUmount(g *globals) *cobra.Command {
 	}
 	cmd.Flags().BoolVar(&force, "force", false, "detach at once even if files are in use (lazy unmount)")
 	return cmd
+}
+
+// openVolume opens the volume named by metaURL with the mount's flags and
+// registers this process's session for mountpoint (skiff mount, and the
+// worker of skiff mount --supervise).
+func (f *mountFlags) openVolume(ctx context.Context, g *globals, log *slog.Logger, metaURL, mountpoint string) (*volume.Volume, error) {
+	buf, err := parseSize(f.bufferSize)
+	if err != nil {
+		return nil, fmt.Errorf("--buffer-size: %w", err)
+	}
+	if f.uploadConcurrency <= 0 {
+		return nil, fmt.Errorf("--upload-concurrency must be at least 1")
+	}
+	pass, err := g.passphrase()
+	if err != nil {
+		return nil, err
+	}
+	cacheCfg, err := f.cache.config(log)
+	if err != nil {
+		return nil, err
+	}
+	v, err := volume.Open(ctx, volume.Config{
+		MetaURL:         metaURL,
+		Passphrase:      pass,
+		CredentialsFile: g.credentials,
+		Logger:          log,
+		Meta:            meta.Options{Logger: log, ReadOnly: f.readOnly},
+		Chunk:           chunk.Config{BufferSize: buf, UploadConcurrency: f.uploadConcurrency, CacheWrites: f.cache.writes},
+		Cache:           cacheCfg,
+	})
+	if err != nil {
+		return nil, err
+	}
+	host, _ := os.Hostname()
+	if err := v.Meta.NewSession(ctx, meta.SessionInfo{Version: version, Hostname: host, MountPoint: mountpoint, PID: os.Getpid()}); err != nil {
+		v.Close(context.Background())
+		return nil, err
+	}
+	return v, nil
 }

@@ -14,12 +14,9 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/skiff-fs/skiff/fsclient/chunk"
 	"github.com/skiff-fs/skiff/fsclient/fuse"
 	"github.com/skiff-fs/skiff/fsclient/fuse/supervisor"
-	"github.com/skiff-fs/skiff/fsclient/meta"
 	"github.com/skiff-fs/skiff/fsclient/vfs"
-	"github.com/skiff-fs/skiff/fsclient/volume"
 )
 
 // workerCommand is the hidden sub-command a supervised mount runs as its
@@ -171,33 +168,8 @@ func runWorker(cmd *cobra.Command, g *globals, f *mountFlags, metaURL string) er
 	if err != nil {
 		return err
 	}
-	buf, err := parseSize(f.bufferSize)
+	v, err := f.openVolume(ctx, g, log, metaURL, w.Mountpoint())
 	if err != nil {
-		return fmt.Errorf("--buffer-size: %w", err)
-	}
-	pass, err := g.passphrase()
-	if err != nil {
-		return err
-	}
-	cacheCfg, err := f.cache.config(log)
-	if err != nil {
-		return err
-	}
-	v, err := volume.Open(ctx, volume.Config{
-		MetaURL:         metaURL,
-		Passphrase:      pass,
-		CredentialsFile: g.credentials,
-		Logger:          log,
-		Meta:            meta.Options{Logger: log, ReadOnly: f.readOnly},
-		Chunk:           chunk.Config{BufferSize: buf, UploadConcurrency: f.uploadConcurrency, CacheWrites: f.cache.writes},
-		Cache:           cacheCfg,
-	})
-	if err != nil {
-		return err
-	}
-	host, _ := os.Hostname()
-	if err := v.Meta.NewSession(ctx, meta.SessionInfo{Version: version, Hostname: host, MountPoint: w.Mountpoint(), PID: os.Getpid()}); err != nil {
-		v.Close(ctx)
 		return err
 	}
 	fs, err := vfs.New(v, vfs.Config{

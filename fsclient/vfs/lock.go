@@ -103,34 +103,32 @@ func (v *VFS) Setlk(ctx context.Context, fh uint64, owner uint64, block bool, lt
 }
 
 // unlockPosix drops every POSIX lock owner holds on the file, if it took
-// any through this client.
+// one here.
 func (v *VFS) unlockPosix(ctx context.Context, of *openFile, owner uint64) error {
-	of.mu.Lock()
-	held := of.mu.posix[owner]
-	delete(of.mu.posix, owner)
-	of.mu.Unlock()
-	if !held {
-		return nil
-	}
-	l, err := v.locker()
-	if err != nil {
-		return err
-	}
-	return l.Setlk(ctx, of.ino, owner, false, F_UNLCK, 0, MaxOffset, 0)
+	return v.unlockHeld(of, func() map[uint64]bool { return of.mu.posix }, owner,
+		func(l locker) error { return l.Setlk(ctx, of.ino, owner, false, F_UNLCK, 0, MaxOffset, 0) })
 }
 
 // unlockFlock drops owner's flock of the file, if it took one here.
 func (v *VFS) unlockFlock(ctx context.Context, of *openFile, owner uint64) error {
+	return v.unlockHeld(of, func() map[uint64]bool { return of.mu.flock }, owner,
+		func(l locker) error { return l.Flock(ctx, of.ino, owner, F_UNLCK, false) })
+}
+
+// unlockHeld forgets that owner holds a lock recorded in held (read under
+// of.mu) and, if it did, releases it in meta with unlock.
+func (v *VFS) unlockHeld(of *openFile, held func() map[uint64]bool, owner uint64, unlock func(locker) error) error {
 	of.mu.Lock()
-	held := of.mu.flock[owner]
-	delete(of.mu.flock, owner)
+	m := held()
+	had := m[owner]
+	delete(m, owner)
 	of.mu.Unlock()
-	if !held {
+	if !had {
 		return nil
 	}
 	l, err := v.locker()
 	if err != nil {
 		return err
 	}
-	return l.Flock(ctx, of.ino, owner, F_UNLCK, false)
+	return unlock(l)
 }

@@ -3,7 +3,6 @@ package cache
 import (
 	"container/list"
 	"crypto/rand"
-	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -20,12 +19,11 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 const (
-	headerSize = 16
-	magic      = "skc1"
-	flagStored = 1 << 0
 	// blocksDir is the sub-directory holding entries, so the cache
 	// directory can hold other files (a lock, a README) later.
 	blocksDir = "blocks"
@@ -34,8 +32,6 @@ const (
 	// allocUnit is what a file's size is rounded up to when counted.
 	allocUnit = 4096
 )
-
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // Config configures a Cache. Zero values mean the documented defaults.
 type Config struct {
@@ -112,6 +108,7 @@ type Stats struct {
 	Skipped    int64 // Puts not cached: too big, no room under the floor, or a write error
 	Evictions  int64 // entries evicted to make room
 	Corrupt    int64 // entries dropped because they failed verification
+	Stale      int64 // entries dropped at re-index: an older format, or the other form (Shared)
 	Adopted    int64 // entries found on disk that another process wrote
 	Entries    int64 // entries in the index now
 	Bytes      int64 // bytes the index's entries use on disk now
@@ -127,8 +124,10 @@ type Cache struct {
 	root string // Dir/blocks
 	log  *slog.Logger
 
-	hits, memHits, misses, puts, skipped, evictions, corrupt, adopted atomic.Int64
-	closed                                                            atomic.Bool
+	hits, memHits, misses, puts, skipped, evictions, corrupt, adopted, stale atomic.Int64
+	closed                                                                   atomic.Bool
+
+	files files // open entry files; never locked together with mu or mem
 
 	mu struct {
 		sync.Mutex
@@ -154,7 +153,8 @@ type Cache struct {
 
 type entry struct {
 	key       string
-	size      int64 // counted bytes (file size rounded up to allocUnit)
+	size      int64   // counted bytes (file size rounded up to allocUnit)
+	lay       *layout // the entry's header, without the piece table
 	elem      *list.Element
 	protected bool
 }
@@ -197,7 +197,7 @@ func (c *Cache) Stats() Stats {
 	s := Stats{
 		Hits: c.hits.Load(), MemHits: c.memHits.Load(), Misses: c.misses.Load(), Puts: c.puts.Load(),
 		Skipped: c.skipped.Load(), Evictions: c.evictions.Load(), Corrupt: c.corrupt.Load(),
-		Adopted: c.adopted.Load(), Limit: c.cfg.Size,
+		Adopted: c.adopted.Load(), Stale: c.stale.Load(), Limit: c.cfg.Size,
 	}
 	c.mu.Lock()
 	s.Entries, s.Bytes, s.Peak = int64(len(c.mu.entries)), c.mu.indexed, c.mu.peak
@@ -220,6 +220,7 @@ func (c *Cache) Close() error {
 	c.mem.lru.Init()
 	c.mem.bytes = 0
 	c.mem.Unlock()
+	c.files.closeAll()
 	return nil
 }
 
@@ -251,6 +252,7 @@ func (c *Cache) scan() error {
 		key   string
 		size  int64
 		atime time.Time
+		lay   *layout
 	}
 	var all []found
 	err := filepath.WalkDir(c.root, func(p string, d fs.DirEntry, err error) error {
@@ -273,7 +275,12 @@ func (c *Cache) scan() error {
 		if err != nil {
 			return nil // removed meanwhile
 		}
-		all = append(all, found{key, onDisk(info.Size()), accessTime(info)})
+		lay, err := c.checkFile(p)
+		if err != nil {
+			c.dropAtScan(p, key, err)
+			return nil
+		}
+		all = append(all, found{key, onDisk(info.Size()), accessTime(info), lay})
 		return nil
 	})
 	if err != nil {
@@ -282,7 +289,7 @@ func (c *Cache) scan() error {
 	sort.Slice(all, func(i, j int) bool { return all[i].atime.Before(all[j].atime) })
 	c.mu.Lock()
 	for _, f := range all {
-		e := &entry{key: f.key, size: f.size}
+		e := &entry{key: f.key, size: f.size, lay: f.lay.light()}
 		e.elem = c.mu.probation.PushFront(e)
 		c.mu.entries[f.key] = e
 		c.mu.indexed += f.size
@@ -362,6 +369,7 @@ func (c *Cache) unlink(victims []*entry) {
 		return
 	}
 	for _, e := range victims {
+		c.files.forget(e.key)
 		if err := os.Remove(c.path(e.key)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			c.log.Warn("cache: remove evicted entry", "key", e.key, "err", err)
 		}
@@ -410,87 +418,281 @@ func (c *Cache) Has(key string) bool {
 	return !c.mu.closed && c.mu.entries[key] != nil
 }
 
-// Get returns the data cached under key. The result is shared and
-// read-only. A damaged entry is removed and reported as a miss.
+// Get returns the whole data cached under key, every piece verified.
+// The result is shared and read-only. A damaged entry is removed and
+// reported as a miss.
 func (c *Cache) Get(key string) ([]byte, bool) {
 	if data, ok := c.memGet(key); ok {
 		c.hits.Add(1)
 		c.memHits.Add(1)
 		return data, true
 	}
-	if !validKey(key) {
+	e, ok := c.lookup(key)
+	if !ok {
 		c.misses.Add(1)
 		return nil, false
 	}
-	c.mu.Lock()
-	if c.mu.closed || c.mu.busy[key] {
-		c.mu.Unlock()
-		c.misses.Add(1)
-		return nil, false
-	}
-	e := c.mu.entries[key]
-	if e != nil {
-		c.touchLocked(e)
-	}
-	c.mu.Unlock()
-
-	data, size, err := c.readEntry(key)
-	switch {
-	case err == nil && e == nil:
-		c.adopt(key, size)
-	case errors.Is(err, fs.ErrNotExist):
-		// Evicted by another process, or never there.
-		if e != nil {
-			c.forget(e)
-		}
-	case err != nil:
-		c.corrupt.Add(1)
-		c.log.Warn("cache: dropping a damaged entry; the block will be fetched again", "key", key, "err", err)
-		c.removeDamaged(key, e)
-	}
+	data, lay, err := c.readEntry(key)
 	if err != nil {
-		c.misses.Add(1)
+		c.failed(key, e, err)
 		return nil, false
+	}
+	if e == nil {
+		c.adopt(key, onDisk(lay.fileSize()), lay)
 	}
 	c.hits.Add(1)
 	c.memPut(key, data)
 	return data, true
 }
 
-// readEntry reads and verifies the file of key; it returns the data and
-// the counted size.
-func (c *Cache) readEntry(key string) ([]byte, int64, error) {
+// ReadAt fills p with the bytes at off of the data cached under key,
+// reading (from disk) and verifying only the pieces of the entry that
+// hold them, or copying them from the memory tier. size is the data's
+// length the caller expects (-1: any); an entry of another length is not
+// read. ReadAt reports false on a miss, and when [off, off+len(p)) is not
+// inside the entry; a damaged entry is removed and reported as a miss. An
+// entry another process wrote is adopted into the index; a key found
+// nowhere is not counted as a miss (callers fall back to Get, or fetch).
+// On a miss p's contents are undefined. ReadAt keeps no reference to p.
+func (c *Cache) ReadAt(key string, size int64, p []byte, off int64) bool {
+	if data, ok := c.memGet(key); ok {
+		if off < 0 || off+int64(len(p)) > int64(len(data)) || (size >= 0 && size != int64(len(data))) {
+			return false
+		}
+		copy(p, data[off:])
+		c.hits.Add(1)
+		c.memHits.Add(1)
+		return true
+	}
+	e, ok := c.lookup(key)
+	if !ok {
+		return false
+	}
+	if e == nil {
+		// Perhaps written by another process (skiff warmup).
+		of, err := c.files.get(key, c.openEntry)
+		if err != nil {
+			if !errors.Is(err, fs.ErrNotExist) {
+				c.failed(key, nil, err)
+			}
+			return false
+		}
+		lay := of.lay
+		c.files.put(of)
+		c.adopt(key, onDisk(lay.fileSize()), lay)
+		if e, ok = c.lookup(key); !ok || e == nil {
+			c.files.forget(key) // not adopted: do not keep it open
+			return false
+		}
+	}
+	if off < 0 || off+int64(len(p)) > e.lay.length || (size >= 0 && size != e.lay.length) {
+		return false
+	}
+	of, err := c.files.get(key, c.openEntry)
+	if err == nil {
+		if of.lay.length != e.lay.length {
+			err = fmt.Errorf("entry holds %d bytes, it held %d when indexed", of.lay.length, e.lay.length)
+		} else {
+			err = readRange(of.f, of.lay, p, off)
+		}
+		c.files.put(of)
+		c.keepOpen(key, e)
+	}
+	if err != nil {
+		c.failed(key, e, err)
+		return false
+	}
+	c.hits.Add(1)
+	return true
+}
+
+// Prefetch asks the kernel to start reading key's entry file into its
+// page cache (asynchronously), so a ReadAt soon after finds it there.
+// It does nothing on a miss or when the entry is in the memory tier.
+func (c *Cache) Prefetch(key string) {
+	c.mem.Lock()
+	_, inMem := c.mem.m[key]
+	c.mem.Unlock()
+	if inMem || !validKey(key) {
+		return
+	}
+	c.mu.Lock()
+	e := c.mu.entries[key]
+	busy := c.mu.closed || c.mu.busy[key]
+	c.mu.Unlock()
+	if e == nil || busy {
+		return
+	}
+	of, err := c.files.get(key, c.openEntry)
+	if err != nil {
+		return
+	}
+	defer c.keepOpen(key, e)
+	defer c.files.put(of)
+	// One call is capped at about the device's largest request, so ask
+	// in steps.
+	const step = 512 << 10
+	for at, size := int64(0), of.lay.fileSize(); at < size; at += step {
+		if unix.Fadvise(int(of.f.Fd()), at, min(step, size-at), unix.FADV_WILLNEED) != nil {
+			return
+		}
+	}
+}
+
+// keepOpen closes key's file if e stopped being its entry while it was
+// being opened: an eviction that unlinked the file may have run before the
+// file was added to the open files, and an open file keeps its space.
+func (c *Cache) keepOpen(key string, e *entry) {
+	c.mu.Lock()
+	gone := c.mu.entries[key] != e
+	c.mu.Unlock()
+	if gone {
+		c.files.forget(key)
+	}
+}
+
+// lookup finds key's index entry and records the use. ok is false when
+// the key cannot be read now (invalid, closed, being written or
+// unlinked); e is nil when the key is not indexed (it may still be on
+// disk, written by another process).
+func (c *Cache) lookup(key string) (e *entry, ok bool) {
+	if !validKey(key) {
+		return nil, false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.mu.closed || c.mu.busy[key] {
+		return nil, false
+	}
+	e = c.mu.entries[key]
+	if e != nil {
+		c.touchLocked(e)
+	}
+	return e, true
+}
+
+// failed handles a failed read of key (e: its index entry, or nil): a
+// missing file is forgotten, a damaged one removed. Both count as misses.
+func (c *Cache) failed(key string, e *entry, err error) {
+	c.misses.Add(1)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		// Evicted by another process, or never there.
+		c.files.forget(key)
+		if e != nil {
+			c.forget(e)
+		}
+	default:
+		c.corrupt.Add(1)
+		c.log.Warn("cache: dropping a damaged entry; the block will be fetched again", "key", key, "err", err)
+		c.removeDamaged(key, e)
+	}
+}
+
+// readEntry reads and verifies the whole file of key; it returns the data
+// and the entry's layout.
+func (c *Cache) readEntry(key string) ([]byte, *layout, error) {
 	f, err := os.Open(c.path(key))
 	if err != nil {
-		return nil, 0, err
+		return nil, nil, err
 	}
 	defer f.Close()
 	info, err := f.Stat()
 	if err != nil {
-		return nil, 0, err
+		return nil, nil, err
 	}
 	size := info.Size()
-	if size < headerSize || size > headerSize+1<<30 {
-		return nil, 0, fmt.Errorf("file is %d bytes", size)
+	if size < headerSize || size > headerSize+maxData+4*(maxData>>minPieceShift) {
+		return nil, nil, fmt.Errorf("file is %d bytes", size)
 	}
 	buf := make([]byte, size)
 	if _, err := io.ReadFull(f, buf); err != nil {
-		return nil, 0, fmt.Errorf("read: %w", err)
+		return nil, nil, fmt.Errorf("read: %w", err)
 	}
-	if string(buf[:4]) != magic {
-		return nil, 0, errors.New("bad magic")
+	lay, err := parseHeader(buf)
+	if err != nil {
+		return nil, nil, err
 	}
-	if stored := buf[4]&flagStored != 0; stored != c.cfg.Shared {
-		return nil, 0, fmt.Errorf("entry holds the %s form, the cache is configured for the other (Shared %v)", form(stored), c.cfg.Shared)
+	if size != lay.fileSize() {
+		return nil, nil, fmt.Errorf("file is %d bytes, its header says %d", size, lay.fileSize())
 	}
-	if n := binary.LittleEndian.Uint32(buf[8:]); int64(n) != size-headerSize {
-		return nil, 0, fmt.Errorf("header says %d bytes, file holds %d", n, size-headerSize)
+	if lay, err = decodeLayout(buf[:lay.dataOff()], lay); err != nil {
+		return nil, nil, err
 	}
-	data := buf[headerSize:]
-	if sum := crc32.Checksum(data, castagnoli); sum != binary.LittleEndian.Uint32(buf[12:]) {
-		return nil, 0, fmt.Errorf("checksum mismatch: %08x, header says %08x", sum, binary.LittleEndian.Uint32(buf[12:]))
+	if lay.stored != c.cfg.Shared {
+		return nil, nil, fmt.Errorf("entry holds the %s form, the cache is configured for the other (Shared %v)", form(lay.stored), c.cfg.Shared)
 	}
-	return data, onDisk(size), nil
+	data := buf[lay.dataOff():]
+	ps := int(lay.pieceSize())
+	for i, want := range lay.sums {
+		if sum := crc32.Checksum(data[i*ps:min((i+1)*ps, len(data))], castagnoli); sum != want {
+			return nil, nil, fmt.Errorf("piece %d: checksum mismatch: %08x, header says %08x", i, sum, want)
+		}
+	}
+	return data, lay, nil
+}
+
+// openEntry opens key's entry file and reads and verifies its header and
+// piece table, for range reads.
+func (c *Cache) openEntry(key string) (*os.File, *layout, error) {
+	f, err := os.Open(c.path(key))
+	if err != nil {
+		return nil, nil, err
+	}
+	lay, err := c.layoutOf(f)
+	if err != nil {
+		f.Close()
+		return nil, nil, err
+	}
+	return f, lay, nil
+}
+
+// layoutOf reads and verifies the header and piece table of an open
+// entry file.
+func (c *Cache) layoutOf(f *os.File) (*layout, error) {
+	info, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	lay, err := readLayout(f, info.Size())
+	if err != nil {
+		return nil, err
+	}
+	if lay.stored != c.cfg.Shared {
+		return nil, fmt.Errorf("%w: it holds the %s form, the cache is configured for the other (Shared %v)", errOtherForm, form(lay.stored), c.cfg.Shared)
+	}
+	return lay, nil
+}
+
+// checkFile reads and verifies the header of the entry file p (of size
+// bytes) at re-index.
+func (c *Cache) checkFile(p string) (*layout, error) {
+	f, err := os.Open(p)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return c.layoutOf(f)
+}
+
+// errOtherForm marks an entry written with the other Config.Shared.
+var errOtherForm = errors.New("entry of the other form")
+
+// dropAtScan removes an entry file that failed checkFile.
+func (c *Cache) dropAtScan(p, key string, err error) {
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return
+	case errors.Is(err, errOldFormat), errors.Is(err, errOtherForm):
+		c.stale.Add(1)
+		c.log.Debug("cache: dropping an entry of another format at re-index", "key", key, "err", err)
+	default:
+		c.corrupt.Add(1)
+		c.log.Warn("cache: dropping a damaged entry at re-index", "key", key, "err", err)
+	}
+	if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		c.log.Warn("cache: remove entry", "key", key, "err", err)
+	}
 }
 
 func form(stored bool) string {
@@ -534,13 +736,13 @@ func (c *Cache) removeDamaged(key string, e *entry) {
 
 // adopt indexes an entry another process wrote, evicting to stay within
 // the limit.
-func (c *Cache) adopt(key string, size int64) {
+func (c *Cache) adopt(key string, size int64, lay *layout) {
 	c.mu.Lock()
 	if c.mu.closed || c.mu.entries[key] != nil || c.mu.busy[key] {
 		c.mu.Unlock()
 		return
 	}
-	e := &entry{key: key, size: size}
+	e := &entry{key: key, size: size, lay: lay.light()}
 	e.elem = c.mu.probation.PushFront(e)
 	c.mu.entries[key] = e
 	c.mu.indexed += size
@@ -565,7 +767,28 @@ func (c *Cache) Put(key string, data []byte) {
 		return
 	}
 	c.memPut(key, data)
-	size := onDisk(int64(headerSize + len(data)))
+	c.write(key, data)
+}
+
+// Write caches data under key on disk only (not in the memory tier),
+// unless it is cached already. It keeps no reference to data. Caching is
+// best effort, as for Put.
+func (c *Cache) Write(key string, data []byte) {
+	if !validKey(key) {
+		c.skipped.Add(1)
+		c.log.Warn("cache: invalid key", "key", key)
+		return
+	}
+	c.write(key, data)
+}
+
+func (c *Cache) write(key string, data []byte) {
+	if int64(len(data)) > maxData {
+		c.skipped.Add(1)
+		return
+	}
+	lay := newLayout(data, c.cfg.Shared)
+	size := onDisk(lay.fileSize())
 	if size > c.cfg.Size {
 		c.skipped.Add(1)
 		return
@@ -573,12 +796,12 @@ func (c *Cache) Put(key string, data []byte) {
 	if !c.reserve(key, size) {
 		return
 	}
-	err := c.writeEntry(key, data)
+	err := c.writeEntry(key, lay, data)
 	c.mu.Lock()
 	c.mu.pending -= size
 	delete(c.mu.busy, key)
 	if err == nil && !c.mu.closed {
-		e := &entry{key: key, size: size}
+		e := &entry{key: key, size: size, lay: lay.light()}
 		e.elem = c.mu.probation.PushFront(e)
 		c.mu.entries[key] = e
 		c.mu.indexed += size
@@ -646,7 +869,7 @@ func (c *Cache) reserve(key string, size int64) bool {
 }
 
 // writeEntry writes key's file through a temporary file and a rename.
-func (c *Cache) writeEntry(key string, data []byte) error {
+func (c *Cache) writeEntry(key string, lay *layout, data []byte) error {
 	p := c.path(key)
 	dir := filepath.Dir(p)
 	var suffix [6]byte
@@ -661,14 +884,7 @@ func (c *Cache) writeEntry(key string, data []byte) error {
 	if err != nil {
 		return err
 	}
-	var hdr [headerSize]byte
-	copy(hdr[:], magic)
-	if c.cfg.Shared {
-		hdr[4] = flagStored
-	}
-	binary.LittleEndian.PutUint32(hdr[8:], uint32(len(data)))
-	binary.LittleEndian.PutUint32(hdr[12:], crc32.Checksum(data, castagnoli))
-	_, err = f.Write(hdr[:])
+	_, err = f.Write(lay.header())
 	if err == nil {
 		_, err = f.Write(data)
 	}

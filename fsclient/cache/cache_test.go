@@ -73,6 +73,24 @@ func diskUsage(t testing.TB, dir string) (bytes int64, files int) {
 	return bytes, files
 }
 
+// openDeleted counts this process's open files under dir that were
+// unlinked.
+func openDeleted(t testing.TB, dir string) int {
+	t.Helper()
+	fds, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, fd := range fds {
+		target, err := os.Readlink(filepath.Join("/proc/self/fd", fd.Name()))
+		if err == nil && strings.HasPrefix(target, dir) && strings.HasSuffix(target, " (deleted)") {
+			n++
+		}
+	}
+	return n
+}
+
 func mustGet(t testing.TB, c *cache.Cache, k string, want []byte) {
 	t.Helper()
 	got, ok := c.Get(k)
@@ -161,6 +179,14 @@ func TestLimitWithParallelFillers(t *testing.T) {
 						bad.Add(1)
 					}
 				}
+				// And ranges of another, through the open files.
+				if i > 5 {
+					j := g*1000 + i - 5
+					p := make([]byte, 5000)
+					if c.ReadAt(key(j), blk, p, 12345) && !bytes.Equal(p, data(uint64(j), blk)[12345:12345+5000]) {
+						bad.Add(1)
+					}
+				}
 			}
 		}()
 	}
@@ -181,6 +207,10 @@ func TestLimitWithParallelFillers(t *testing.T) {
 	}
 	if int64(files) != st.Entries || int64(files)*counted != st.Bytes {
 		t.Errorf("disk has %d files (%d bytes), index %d entries (%d bytes)", files, onDisk, st.Entries, st.Bytes)
+	}
+	// Evicted files kept open for range reads would still use space.
+	if n := openDeleted(t, c.Dir()); n > 0 {
+		t.Errorf("%d evicted entry files are still open", n)
 	}
 	if st.Evictions == 0 || st.Puts+st.Skipped != 8*60 {
 		t.Errorf("stats: %+v", st)
@@ -275,7 +305,7 @@ func TestRestartReindexes(t *testing.T) {
 	os.WriteFile(tmp, []byte("half written"), 0o600)
 	p4 := filepath.Join(dir, "blocks", key(4))
 	b, _ := os.ReadFile(p4)
-	b[100] ^= 1
+	b[len(b)-100] ^= 1 // in the data: found when read
 	os.WriteFile(p4, b, 0o600)
 	os.Chtimes(p4, base.Add(2*time.Minute), base.Add(2*time.Minute))
 

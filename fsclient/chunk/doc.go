@@ -22,8 +22,13 @@
 //     freed by meta once no record references them (DeleteSlice).
 //   - Write memory is bounded: bytes written and not yet uploaded count
 //     against Config.BufferSize across all writers, and WriteAt waits
-//     (honouring ctx) while it is used up. Encoding buffers of blocks being
-//     uploaded (at most UploadConcurrency) are not counted.
+//     (honouring ctx) while it is used up. Full-size block buffers are
+//     reused after their upload (a free list of at most
+//     BufferSize/BlockSize), and so are encoding buffers (at most
+//     UploadConcurrency, not counted against BufferSize; none is needed
+//     beyond that since uploads are bounded), so a steady stream of
+//     writes allocates no block-sized memory once warmed up and the Go
+//     heap stays near BufferSize rather than growing with garbage.
 //   - Fetch collapsing: at any moment at most one Get per block object (or
 //     per byte range of one) is in flight in a Store, however many readers
 //     want it; the others wait for its result. The download runs under the
@@ -35,15 +40,25 @@
 //     stale; changes made elsewhere need FileReader.Invalidate. vfs must
 //     flush a file's writer before reading ranges it wrote, and before a
 //     truncate.
-//   - Reads: a read that continues the previous one fetches whole blocks
-//     and reads ahead (one block, doubling to Config.Readahead); each
-//     FileReader keeps up to Readahead/BlockSize+3 whole blocks, and never
-//     evicts a block read ahead before it was read. Other reads fetch only
-//     the byte range they need where blocks are plain (no compression, no
-//     encryption), else whole blocks; with a cache, a partial read of a
-//     block the cache holds reads the whole block from it, and one of a
-//     block it lacks also starts fetching the whole block into it
-//     (whole-block prefetch). This memory is not counted against
+//   - Reads: a read copies from a whole block its FileReader holds, else
+//     reads just its range from the cache when the cache can serve ranges
+//     (it holds decoded blocks, or the stored form of a plain volume),
+//     verifying only the cache pieces it touches and allocating nothing.
+//     Otherwise a read that continues the previous one fetches whole
+//     blocks; other reads fetch only the byte range they need where
+//     blocks are plain (no compression, no encryption), else whole blocks,
+//     and with a cache a partial read of a block it lacks also starts
+//     fetching the whole block into it (whole-block prefetch). A shared
+//     cache of compressed or encrypted blocks holds only the stored form,
+//     so a hit there still reads and decodes the whole block.
+//   - Read-ahead: a sequential reader's window starts at one block and
+//     doubles up to Config.Readahead, shrinking towards one block while
+//     more than half the write buffer budget is in use (memory pressure).
+//     Blocks in the window that the cache can serve by range are only
+//     prefetched into the kernel's page cache (Cache.Prefetch); the others
+//     are fetched whole into the FileReader, which keeps up to
+//     Readahead/BlockSize+3 whole blocks and never evicts a block read
+//     ahead before it was read. This memory is not counted against
 //     BufferSize (a shared, bounded block cache is the cache package's job).
 //   - Cache (Config.Cache, optional): every whole-block fetch asks the
 //     cache (memory, then disk) first, inside the collapsed fetch, so
@@ -53,7 +68,8 @@
 //     (and then decoded after every hit). An entry that does not decode to
 //     its key's length is removed and the block fetched again; the cache
 //     itself drops entries that fail their checksum. With CacheWrites,
-//     uploaded blocks are cached too. DeleteSlice removes a slice's
+//     uploaded blocks are cached too (on disk only: Cache.Write, so the
+//     write buffers can be reused). DeleteSlice removes a slice's
 //     blocks from the cache. Warm, Cached and Evict serve skiff warmup.
 //
 // # Locking

@@ -7,3 +7,6 @@ func SetKDFCost(time, memoryKiB uint32, threads uint8) (restore func()) {
 	kdfParams.time, kdfParams.memoryKiB, kdfParams.threads = time, memoryKiB, threads
 	return func() { kdfParams = old }
 }
+
+// ReadaheadLimit is how far a sequential reader's window may grow now.
+func (s *Store) ReadaheadLimit() int64 { return s.readaheadLimit() }

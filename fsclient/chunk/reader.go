@@ -31,6 +31,7 @@ type FileReader struct {
 		blocks   []cachedBlock       // recently fetched whole blocks
 		clock    uint64              // stamps block use
 		fetching map[string]*pending // whole blocks being fetched
+		advised  map[string]bool     // blocks the cache was asked to prefetch
 	}
 }
 
@@ -61,6 +62,7 @@ func (s *Store) NewReader(ino uint64, m Meta) *FileReader {
 	r.mu.lastEnd = 0 // reading from the start is sequential
 	r.mu.blocks = make([]cachedBlock, max(0, s.cfg.Readahead)/int64(s.cfg.BlockSize)+3)
 	r.mu.fetching = make(map[string]*pending)
+	r.mu.advised = make(map[string]bool)
 	return r
 }
 
@@ -96,9 +98,11 @@ func (r *FileReader) Close() {
 // contents are undefined. A missing block object gives an error wrapping
 // ErrBlockMissing and object.ErrNotFound; a damaged one, ErrCorrupt.
 //
-// A read that starts where the previous one ended is sequential: it
-// fetches whole blocks and starts fetching the blocks after it (read-ahead,
-// growing up to Config.Readahead). Other reads of a volume without
+// A read that starts where the previous one ended, or near it (within the
+// read-ahead window or one block, so reads the kernel sent together and
+// that arrive out of order still count), is sequential: it fetches whole
+// blocks and starts fetching the blocks after the furthest read
+// (read-ahead, growing up to Config.Readahead). Other reads of a volume without
 // compression or encryption fetch only the bytes they need, unless the
 // cache holds the whole block; with a cache, they also start fetching the
 // whole block into it.
@@ -118,15 +122,25 @@ func (r *FileReader) ReadAt(ctx context.Context, p []byte, off int64, fileSize u
 		return 0, err
 	}
 	r.mu.Lock()
-	seq := off == r.mu.lastEnd
-	r.mu.lastEnd = off + int64(n)
+	// Near where the stream has got to is sequential too: the kernel's
+	// asynchronous read-ahead sends several reads at once, and they may
+	// arrive out of order.
+	slack := max(r.mu.window, int64(r.s.cfg.BlockSize))
+	last := r.mu.lastEnd
+	seq := off == last || (last > 0 && off > last-slack && off < last+slack)
+	if seq {
+		r.mu.lastEnd = max(last, off+int64(n))
+	} else {
+		r.mu.lastEnd = off + int64(n)
+	}
+	streamEnd := r.mu.lastEnd
 	switch {
 	case !seq || r.s.cfg.Readahead < 0:
 		r.mu.window = 0
 	case r.mu.window == 0:
 		r.mu.window = int64(r.s.cfg.BlockSize)
 	default:
-		r.mu.window = min(2*r.mu.window, r.s.cfg.Readahead)
+		r.mu.window = min(2*r.mu.window, r.s.readaheadLimit())
 	}
 	window := r.mu.window
 	r.mu.Unlock()
@@ -147,7 +161,7 @@ func (r *FileReader) ReadAt(ctx context.Context, p []byte, off int64, fileSize u
 		clear(dst[at-rg.Off:]) // past the chunk's data: zeros up to the file size
 	}
 	if seq && window > 0 {
-		r.readAhead(ctx, off+int64(n), window, fileSize)
+		r.readAhead(ctx, streamEnd, window, fileSize)
 	}
 	if len(tasks) == 1 {
 		err = r.readBlock(ctx, tasks[0], seq)
@@ -208,7 +222,13 @@ func walk(v *view, off, n, bs uint32, data func(pos uint32, br blockRead), hole 
 // readAhead starts fetching, in the background, the whole blocks holding
 // the window bytes after off that are neither cached nor being fetched.
 func (r *FileReader) readAhead(ctx context.Context, off, window int64, fileSize uint64) {
-	n := min(window, int64(fileSize)-off)
+	// Blocks the cache serves by range are only prefetched into the page
+	// cache, which holds no memory of ours: look further ahead for them.
+	far := window
+	if r.s.rangeFromCache() {
+		far = prefetchFactor * window
+	}
+	n := min(far, int64(fileSize)-off)
 	if n <= 0 {
 		return
 	}
@@ -222,17 +242,58 @@ func (r *FileReader) readAhead(ctx context.Context, off, window int64, fileSize 
 		if err != nil {
 			return
 		}
-		walk(v, rg.Off, rg.Len, r.s.cfg.BlockSize, func(_ uint32, br blockRead) {
+		walk(v, rg.Off, rg.Len, r.s.cfg.BlockSize, func(pos uint32, br blockRead) {
 			if !seen[br.key] {
 				seen[br.key] = true
-				r.wholeBlock(ctx, br.key, br.length, false)
+				beyond := rg.Buf+int64(pos-rg.Off) >= window
+				r.readAheadBlock(ctx, br.key, br.length, beyond)
 			}
 		}, func(uint32, uint32) {})
 	}
 }
 
+// prefetchFactor is how many read-ahead windows ahead blocks in the
+// cache are prefetched into the page cache.
+const prefetchFactor = 4
+
+// readAheadBlock starts reading one block ahead of a sequential reader: a
+// block the cache can serve by range is only prefetched into the page
+// cache (the reads then copy straight from it, nothing is allocated);
+// others are fetched whole into the reader's blocks, unless the block is
+// beyond the read-ahead window (looked at for prefetching only).
+func (r *FileReader) readAheadBlock(ctx context.Context, key string, length uint32, beyond bool) {
+	c := r.s.cfg.Cache
+	if c != nil && r.s.rangeFromCache() && c.Has(key) {
+		r.mu.Lock()
+		done := r.mu.advised[key]
+		if !done {
+			if len(r.mu.advised) >= 4*len(r.mu.blocks) {
+				clear(r.mu.advised)
+			}
+			r.mu.advised[key] = true
+		}
+		r.mu.Unlock()
+		if !done {
+			r.s.goroutine(func() { c.Prefetch(key) })
+		}
+		return
+	}
+	if !beyond {
+		r.wholeBlock(ctx, key, length, false)
+	}
+}
+
 func (r *FileReader) readBlock(ctx context.Context, t blockRead, seq bool) error {
-	var data []byte
+	r.mu.Lock()
+	data := r.cachedLocked(t.key, true)
+	r.mu.Unlock()
+	if data != nil {
+		copy(t.dst, data[t.off:t.off+t.n])
+		return nil
+	}
+	if r.s.readCached(t.key, t.length, t.dst, t.off) {
+		return nil
+	}
 	var err error
 	if !seq && t.n < t.length && r.s.tf.plainLayout() && !r.s.cachedWhole(t.key, t.length) {
 		data, err = r.s.blockRange(ctx, t.key, t.off, t.n)

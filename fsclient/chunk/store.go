@@ -77,9 +77,11 @@ type Config struct {
 	// write fails. Default 3.
 	UploadAttempts int
 	// Readahead is how far ahead of a sequential reader whole blocks are
-	// fetched; the window starts at one block and doubles up to this. Each
-	// FileReader keeps Readahead/BlockSize+2 whole blocks. -1 turns
-	// read-ahead off. Default 8 MiB.
+	// fetched; the window starts at one block and doubles up to this
+	// (less while more than half of BufferSize is in use). Each
+	// FileReader keeps Readahead/BlockSize+3 whole blocks. Blocks the
+	// cache can serve by range are instead prefetched into the kernel's
+	// page cache, 4 windows ahead. -1 turns read-ahead off. Default 8 MiB.
 	Readahead int64
 	// FlushAfter: a writer whose last write is this old has its buffered
 	// data uploaded and committed in the background, so an idle open file
@@ -201,7 +203,8 @@ type Store struct {
 	stats   counters
 
 	uploading atomic.Int64 // block uploads started and not finished
-	bufs      sync.Pool    // *[]byte of cap BlockSize, for block buffers
+	bufs      chan []byte  // free block buffers (cap BlockSize), at most BufferSize/BlockSize
+	encBufs   chan []byte  // free encoding buffers (cap encodeBound(BlockSize)), at most UploadConcurrency
 
 	ctx    context.Context // canceled by Close; parent of background work
 	cancel context.CancelFunc
@@ -246,6 +249,8 @@ func New(obj object.Store, cfg Config) (*Store, error) {
 		upSem:    make(chan struct{}, cfg.UploadConcurrency),
 		downSem:  make(chan struct{}, cfg.DownloadConcurrency),
 		compactQ: make(chan compactJob, 256),
+		bufs:     make(chan []byte, cfg.BufferSize/int64(cfg.BlockSize)),
+		encBufs:  make(chan []byte, cfg.UploadConcurrency),
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.mu.fetches = make(map[string]*fetch)
@@ -403,10 +408,16 @@ func (s *Store) sealPartials() {
 }
 
 // getBuf returns an empty block buffer with room for at least n bytes.
+// Full-size buffers are reused: the free list holds at most as many as
+// the write budget can fill, so the buffers a Store keeps stay within
+// about its BufferSize (plus the ones being filled), and a steady stream
+// of writes allocates nothing once warmed up.
 func (s *Store) getBuf(n int) []byte {
 	if n == int(s.cfg.BlockSize) {
-		if b, ok := s.bufs.Get().(*[]byte); ok {
-			return (*b)[:0]
+		select {
+		case b := <-s.bufs:
+			return b[:0]
+		default:
 		}
 	}
 	return make([]byte, 0, n)
@@ -414,8 +425,33 @@ func (s *Store) getBuf(n int) []byte {
 
 func (s *Store) putBuf(b []byte) {
 	if cap(b) == int(s.cfg.BlockSize) {
-		b = b[:0]
-		s.bufs.Put(&b)
+		select {
+		case s.bufs <- b[:0]:
+		default: // enough kept: left to the GC
+		}
+	}
+}
+
+// encode encodes a block into a reused buffer; give it back with putEnc
+// once the stored form is no longer needed.
+func (s *Store) encode(key string, plain []byte) []byte {
+	var buf []byte
+	select {
+	case buf = <-s.encBufs:
+	default:
+		if len(plain) == int(s.cfg.BlockSize) {
+			buf = make([]byte, s.tf.encodeBound(len(plain)))
+		}
+	}
+	return s.tf.encodeTo(key, plain, buf)
+}
+
+func (s *Store) putEnc(b []byte) {
+	if cap(b) == s.tf.encodeBound(int(s.cfg.BlockSize)) {
+		select {
+		case s.encBufs <- b[:cap(b)]:
+		default:
+		}
 	}
 }
 
@@ -429,17 +465,20 @@ func (s *Store) putBlock(ctx context.Context, key string, plain []byte) error {
 		return fmt.Errorf("upload block %s: %w", key, ctx.Err())
 	}
 	defer func() { <-s.upSem }()
-	data := s.tf.encode(key, plain)
+	data := s.encode(key, plain)
+	defer s.putEnc(data) // Put does not retain data
 	var err error
 	for attempt := 1; ; attempt++ {
 		if err = s.obj.Put(ctx, key, data); err == nil {
 			s.stats.blocksPut.Add(1)
 			s.stats.bytesPut.Add(int64(len(data)))
 			if c := s.cfg.Cache; c != nil && s.cfg.CacheWrites {
+				// Disk only: both buffers are reused, and a block just
+				// written is in the page cache anyway.
 				if c.Shared() {
-					c.Put(key, data)
+					c.Write(key, data)
 				} else {
-					c.Put(key, bytes.Clone(plain)) // plain goes back to the pool
+					c.Write(key, plain)
 				}
 			}
 			return nil
@@ -626,6 +665,39 @@ func (s *Store) cached(key string, length uint32) ([]byte, bool) {
 	s.log.Warn("dropping a cached block that does not match its key; fetching it again", "key", key, "cache", c.Dir(), "err", err)
 	c.Remove(key)
 	return nil, false
+}
+
+// rangeFromCache reports whether the cache can serve byte ranges of
+// blocks: it holds decoded blocks, or stored blocks in the plain layout
+// (a header byte, then the plain bytes). A cache holding compressed or
+// encrypted stored forms cannot: those must be read and decoded whole.
+func (s *Store) rangeFromCache() bool {
+	c := s.cfg.Cache
+	return c != nil && (!c.Shared() || s.tf.plainLayout())
+}
+
+// readCached fills dst with bytes [off, off+len(dst)) of a block from the
+// cache, reading only the pieces of the entry that hold them. It reports
+// false when the cache cannot serve the range.
+func (s *Store) readCached(key string, length uint32, dst []byte, off uint32) bool {
+	if !s.rangeFromCache() {
+		return false
+	}
+	if s.cfg.Cache.Shared() {
+		return s.cfg.Cache.ReadAt(key, headerSize+int64(length), dst, headerSize+int64(off))
+	}
+	return s.cfg.Cache.ReadAt(key, int64(length), dst, int64(off))
+}
+
+// readaheadLimit is how far a sequential reader's window may grow now:
+// Config.Readahead, shrinking towards one block as the write buffer
+// budget fills up beyond half (memory pressure).
+func (s *Store) readaheadLimit() int64 {
+	ra, half := s.cfg.Readahead, s.cfg.BufferSize/2
+	if used := s.stats.buffered.Load(); used > half {
+		ra = int64(float64(ra) * float64(s.cfg.BufferSize-used) / float64(half))
+	}
+	return max(ra, int64(s.cfg.BlockSize))
 }
 
 // cachedWhole reports whether a random read of part of a block should

@@ -95,16 +95,36 @@ func (t *transform) plainLayout() bool { return t.codec == codecNone && t.aead =
 
 // encode returns the stored form of plain, the content of the block object
 // key. It does not retain plain.
-func (t *transform) encode(key string, plain []byte) []byte {
+func (t *transform) encode(key string, plain []byte) []byte { return t.encodeTo(key, plain, nil) }
+
+// encodeBound is the capacity a buffer given to encodeTo needs so that
+// encoding a block of n bytes allocates nothing.
+func (t *transform) encodeBound(n int) int {
+	return headerSize + nonceSize + max(n+n/64+1024, lz4.CompressBlockBound(n)) + tagSize
+}
+
+// encodeTo is encode writing into buf's memory (from index 0) when its
+// capacity is at least encodeBound(len(plain)), so the caller can reuse
+// buffers; otherwise it allocates.
+func (t *transform) encodeTo(key string, plain, buf []byte) []byte {
 	pre := headerSize
 	if t.aead != nil {
 		pre += nonceSize
+	}
+	if cap(buf) < t.encodeBound(len(plain)) {
+		buf = nil
+	}
+	alloc := func(n int) []byte {
+		if buf != nil {
+			return buf[:n]
+		}
+		return make([]byte, n)
 	}
 	codec := t.codec
 	var out []byte
 	switch codec {
 	case codecLZ4:
-		out = make([]byte, pre+lz4.CompressBlockBound(len(plain))+tagSize)
+		out = alloc(pre + lz4.CompressBlockBound(len(plain)) + tagSize)
 		c := t.lz4s.Get().(*lz4.Compressor)
 		n, err := c.CompressBlock(plain, out[pre:len(out)-tagSize])
 		t.lz4s.Put(c)
@@ -114,13 +134,21 @@ func (t *transform) encode(key string, plain []byte) []byte {
 			out = out[:pre+n]
 		}
 	case codecZstd:
-		out = t.zenc.EncodeAll(plain, make([]byte, pre, pre+len(plain)/2+tagSize+64))
+		if buf != nil {
+			out = t.zenc.EncodeAll(plain, buf[:pre])
+		} else {
+			out = t.zenc.EncodeAll(plain, make([]byte, pre, pre+len(plain)/2+tagSize+64))
+		}
 		if len(out)-pre >= len(plain) {
 			codec = codecNone
 		}
 	}
 	if codec == codecNone {
-		out = make([]byte, pre, pre+len(plain)+tagSize)
+		if buf != nil {
+			out = buf[:pre]
+		} else {
+			out = make([]byte, pre, pre+len(plain)+tagSize)
+		}
 		out = append(out, plain...)
 	}
 	hdr := byte(blockVersion<<4) | codec

@@ -92,11 +92,12 @@ func (ws *wslice) write(so uint32, p []byte) (added int64) {
 
 // grow returns buf with room for need bytes. Capacity doubles from 64 KiB
 // up to the block size, so small files hold small buffers; a block after
-// the first (full) one gets the whole block size at once.
+// the first (full) one, or one that needs a quarter of the block size,
+// gets the whole block size at once (a reused buffer).
 func (ws *wslice) grow(buf []byte, need int, full bool) []byte {
 	bs := int(ws.s.cfg.BlockSize)
 	c := min(max(need, 2*cap(buf), 64<<10), bs)
-	if full {
+	if full || c >= bs/4 {
 		c = bs
 	}
 	nb := ws.s.getBuf(c)

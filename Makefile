@@ -65,9 +65,8 @@ demo: build
 # bench runs the fixed suite of issue 6 (bench/suite, as root): a bbolt
 # and a Redis volume mounted with skiff mount, each next to the local disk,
 # one table of medians of 3 and ratios with the targets. About 15 min;
-# quick runs: SKIFF_BENCH_SIZE=256M SKIFF_BENCH_SMALL_FILES=1000
-# SKIFF_BENCH_WARM_SIZE=256M make bench (go run ./bench/suite -help lists
-# the rest). The Go micro-benchmarks: go test -bench . ./fsclient/...
+# a quick run with small sizes: SKIFF_BENCH_QUICK=1 make bench (go run
+# ./bench/suite -help lists the sizes one by one). The Go micro-benchmarks: go test -bench . ./fsclient/...
 bench: deps
 	CGO_ENABLED=0 $(GO) build -o $(BIN)/ ./cmd/skiff
 	$(GO) run ./bench/suite -skiff $(BIN)/skiff

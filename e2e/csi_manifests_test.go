@@ -177,7 +177,32 @@ func checkNodePlugin(t *testing.T, ds *appsv1.DaemonSet) {
 		!strings.Contains(reg, "--kubelet-registration-path="+hostPaths["socket-dir"]+"/csi.sock") {
 		t.Errorf("node-driver-registrar: %q (socket dir %q)", reg, hostPaths["socket-dir"])
 	}
-	if ds.Spec.UpdateStrategy.Type != appsv1.OnDeleteDaemonSetStrategyType {
-		t.Errorf("node plugin update strategy %s: a rolling update would replace every mounter", ds.Spec.UpdateStrategy.Type)
+	// An update starts the new pod beside the old one, whose mounter hands
+	// its mounts over: surge, never a gap.
+	ru := ds.Spec.UpdateStrategy.RollingUpdate
+	if ds.Spec.UpdateStrategy.Type != appsv1.RollingUpdateDaemonSetStrategyType || ru == nil ||
+		ru.MaxSurge == nil || ru.MaxSurge.IntValue() != 1 || ru.MaxUnavailable == nil || ru.MaxUnavailable.IntValue() != 0 {
+		t.Errorf("node plugin update strategy %+v: want RollingUpdate with maxSurge 1, maxUnavailable 0 (the new mounter adopts the old one's mounts)", ds.Spec.UpdateStrategy)
+	}
+	for _, ctr := range spec.Containers {
+		if ctr.Name != "mounter" {
+			continue
+		}
+		dir := ""
+		for _, a := range ctr.Args {
+			if v, ok := strings.CutPrefix(a, "--handoff-dir="); ok {
+				dir = v
+			}
+		}
+		onNode := false
+		for _, m := range ctr.VolumeMounts {
+			onNode = onNode || (m.MountPath == dir && hostPaths[m.Name] != "")
+		}
+		if dir == "" || !onNode {
+			t.Errorf("mounter: hand-off dir %q is not a hostPath mount (args %v)", dir, ctr.Args)
+		}
+		if ctr.ReadinessProbe == nil || ctr.ReadinessProbe.Exec == nil {
+			t.Error("mounter: no readiness probe (the old pod would be deleted before the new mounter adopted its mounts)")
+		}
 	}
 }

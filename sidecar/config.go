@@ -68,15 +68,22 @@ type Config struct {
 	// HealthTimeout: /healthz fails when the mount loop has not run for
 	// this long. Default 30 s.
 	HealthTimeout time.Duration
-	// StageDir holds a staging mount point per volume, used when a
-	// volume must be mounted on top of a dead shared mount (see
-	// recoverStale). Default /run/skiff/stage.
+	// StageDir holds a staging mount point per volume (see
+	// mountStacked) and, in ModeSupervised, each supervisor's status
+	// file (<volume>.status) and its worker's metrics socket
+	// (<volume>.metrics; the path must fit a unix socket address, 107
+	// bytes). Default /run/skiff/stage.
 	StageDir string
 	// Mode is ModeDirect (default) or ModeSupervised.
 	Mode Mode
 	// SkiffBinary is the skiff binary ModeSupervised runs. Default:
 	// "skiff" beside the sidecar's own executable.
 	SkiffBinary string
+	// WorkerBinary is the binary each supervisor runs as its worker,
+	// read again at every Upgrade: deliver a new skiff binary at this
+	// path (by rename, so that no worker starts from a partial file) and
+	// call Upgrade (SIGUSR2 to skiff-sidecar). Default: SkiffBinary.
+	WorkerBinary string
 	// Version is the sidecar's version, recorded in meta sessions.
 	Version string
 	// Logger receives the sidecar's log. Default: discard.
@@ -193,8 +200,11 @@ func (c *Config) budget() Budget {
 type Spec struct {
 	contract.Volume
 	// MetaURL is the volume's metadata URL (the metaurl Secret key). It
-	// may hold a password: never log it (Spec's LogValue leaves it out).
-	MetaURL string
+	// may hold a password: never log it (Spec's LogValue leaves it out),
+	// never put it on a command line (MetaURLFile is the file it was
+	// read from).
+	MetaURL     string
+	MetaURLFile string
 	// PassphraseFile and CredentialsFile are the paths of the optional
 	// passphrase and google-credentials.json keys ("" when absent);
 	// Passphrase is the passphrase read.
@@ -288,11 +298,11 @@ func (c *Config) specs() ([]*Spec, error) {
 		if c.CacheSize > 0 {
 			s.CacheDir, s.CacheSize = filepath.Join(c.CacheDir, v.Name), c.CacheSize
 		}
-		_, url, err := readSecret(v.SecretDir, contract.SecretKeyMetaURL, true)
+		file, url, err := readSecret(v.SecretDir, contract.SecretKeyMetaURL, true)
 		if err != nil {
 			return nil, fmt.Errorf("volume %s: %w", v.Name, err)
 		}
-		s.MetaURL = string(url)
+		s.MetaURL, s.MetaURLFile = string(url), file
 		if s.PassphraseFile, s.Passphrase, err = readSecret(v.SecretDir, contract.SecretKeyPassphrase, false); err != nil {
 			return nil, fmt.Errorf("volume %s: %w", v.Name, err)
 		}

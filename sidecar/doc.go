@@ -26,7 +26,7 @@
 // # Mounting, and stale mounts
 //
 // Each volume has a mount loop (keep). Before every mount it looks at the
-// mount path: if stat(2) fails with ENOTCONN (the FUSE server of a mount
+// mount path: if statfs(2) fails with ENOTCONN (the FUSE server of a mount
 // there died: the previous sidecar container was killed, OOM-killed or
 // restarted) or the mount table lists a fuse.skiff mount there, it
 // detaches that mount with umount2(MNT_DETACH) — unless the dead mount is
@@ -37,7 +37,9 @@
 // it; detaching it would cut the link (an unmount propagates only through
 // the parent, here the container's root). So the new mount goes on top of
 // it instead, and propagates through its peer group to the apps
-// (HostToContainer, rslave), where it covers their dead copy.
+// (HostToContainer, rslave), where it covers their dead copy. (statfs,
+// not stat: FUSE answers stat of a dead mount's root from its attribute
+// cache for up to the attribute timeout.)
 //
 // The volume is always mounted on a staging directory of the sidecar's
 // own (Config.StageDir/<volume>) and bound onto the mount path: in a pod
@@ -77,13 +79,29 @@
 // does not get the sidecar restarted. /metrics is Prometheus: per volume
 // object requests, bytes and errors, cache hits, misses and bytes,
 // write-buffer use (dirty bytes), peak and limit, meta transaction
-// retries (Redis), mount counts, the statfs round trip through FUSE, and
-// the Go and process collectors.
+// retries (Redis), FUSE operation latency and errors
+// (skiff_fuse_op_duration_seconds{op}, skiff_fuse_op_errors_total{op,errno}),
+// mount counts, the statfs round trip through FUSE, and the Go and
+// process collectors. The metric names are package telemetry's.
+//
+// In ModeSupervised the volume counters live in the worker: each worker
+// serves them on a unix socket (skiff mount --metrics-socket,
+// StageDir/<volume>.metrics, bound again by every new worker), and
+// /metrics gathers every volume's socket at scrape time (in parallel,
+// 3 s each), adds the volume label, and merges them with the sidecar's
+// own metrics; a worker that cannot be reached (it is being replaced) is
+// left out of that scrape and logged. Counters restart from zero with
+// each worker, which Prometheus reads as a counter reset.
+// skiff_worker_generation and skiff_worker_info{version} come from the
+// supervisor's status file (StageDir/<volume>.status).
 //
 // # Shutdown
 //
 // When Run's context ends (SIGTERM), /readyz turns 503 and every volume
-// is shut down in parallel within Config.GracePeriod: the direct mount
+// is shut down in parallel within Config.GracePeriod: the bind on the
+// mount path is detached at once (MNT_DETACH: its propagated copies
+// leave the apps' namespaces even while files are open there; those
+// files keep working until closed); the direct mount
 // remounts its superblock read-only so new opens for writing fail with
 // EROFS (the kernel refuses while files are open for writing; those
 // writers can still write until the unmount), flushes every open file's
@@ -99,6 +117,18 @@
 // volume: the supervisor (fsclient/fuse/supervisor) keeps /dev/fuse
 // across worker crashes and upgrades. Config.Mode picks one;
 // Config.Mounter overrides both.
+//
+// A supervised mount gets the META_URL as a file name
+// (--meta-url-file, the Secret's metaurl file), never the URL itself:
+// command lines are visible to every process of the pod's PID namespace.
+// On SIGUSR2 the sidecar calls Upgrade: it signals every supervisor,
+// which replaces its worker (without unmounting) by one started from
+// Config.WorkerBinary, read again at each upgrade, and waits until the
+// status files show the new workers; it logs their versions. Deliver a
+// new binary at that path by rename. A volume whose supervisor exits
+// (a crash loop) is mounted again by its mount loop; SIGTERM reaches the
+// supervisor, which asks its worker to flush, unmounts and waits for the
+// kernel to release the connection, within the grace period.
 //
 // # Goroutines
 //

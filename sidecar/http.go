@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"strings"
 	"time"
@@ -22,7 +23,7 @@ func (s *Sidecar) Handler() http.Handler {
 	mux.HandleFunc(contract.PathHealth, func(w http.ResponseWriter, r *http.Request) {
 		answer(w, s.Healthy())
 	})
-	mux.Handle(contract.PathMetrics, promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{}))
+	mux.Handle(contract.PathMetrics, promhttp.HandlerFor(gatherer{s}, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError, ErrorLog: slogPrinter{s.log}}))
 	return mux
 }
 
@@ -57,4 +58,12 @@ func Probe(ctx context.Context, port int, path string) error {
 		return fmt.Errorf("%s: %s: %s", path, resp.Status, strings.TrimSpace(string(body)))
 	}
 	return nil
+}
+
+// slogPrinter logs the errors of a scrape (a worker that could not be
+// reached) as warnings.
+type slogPrinter struct{ log *slog.Logger }
+
+func (p slogPrinter) Println(v ...any) {
+	p.log.Warn("metrics: " + strings.TrimSpace(fmt.Sprintln(v...)))
 }

@@ -1,12 +1,26 @@
 package sidecar
 
 import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"sort"
+	"sync"
+	"time"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	dto "github.com/prometheus/client_model/go"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/skiff-fs/skiff/sidecar/telemetry"
 )
 
 // metrics are the sidecar's own instruments; the volumes' counters are
-// read at scrape time by collector.
+// read at scrape time by collector, or gathered from the worker of a
+// supervised volume by gatherer.
 type metrics struct {
 	statfs *prometheus.HistogramVec
 }
@@ -25,6 +39,19 @@ func newRegistry(s *Sidecar) (*prometheus.Registry, *metrics) {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.statfs,
 		&collector{s: s},
+		// The counters of volumes served in this process.
+		telemetry.NewCollector(true, func() []telemetry.Volume {
+			var out []telemetry.Volume
+			for _, vs := range s.vols {
+				if m := vs.mounted(); m != nil {
+					if _, ok := as[remote](m); !ok {
+						out = append(out, telemetry.Volume{Name: vs.spec.Name, Stats: m.Stats()})
+					}
+				}
+			}
+			return out
+		}),
+		s.fuseOps,
 	)
 	return reg, m
 }
@@ -38,30 +65,16 @@ var (
 	dMounts      = desc("skiff_volume_mounts_total", "Successful mounts of the volume (more than 1: it was mounted again).")
 	dMountErrors = desc("skiff_volume_mount_errors_total", "Failed mount attempts.")
 	dStale       = desc("skiff_volume_stale_mounts_detached_total", "Dead or stale mounts detached before mounting.")
-	dObjReqs     = desc("skiff_object_requests_total", "Object store requests for blocks.", "op")
-	dObjBytes    = desc("skiff_object_bytes_total", "Stored (encoded) bytes moved to and from the object store.", "op")
-	dObjErrors   = desc("skiff_object_errors_total", "Failed object store requests (retried or not).", "op")
-	dCollapsed   = desc("skiff_block_fetches_collapsed_total", "Block reads that joined a fetch already in flight.")
-	dCacheHits   = desc("skiff_cache_hits_total", "Block cache hits.", "tier")
-	dCacheMiss   = desc("skiff_cache_misses_total", "Block cache misses.")
-	dCacheBytes  = desc("skiff_cache_bytes", "Bytes in the block cache.", "tier")
-	dCacheEvict  = desc("skiff_cache_evictions_total", "Block cache entries evicted.")
-	dBuffered    = desc("skiff_write_buffer_bytes", "Written data held in memory and not yet uploaded (dirty bytes).")
-	dBufPeak     = desc("skiff_write_buffer_peak_bytes", "Most write buffer ever in use.")
-	dBufLimit    = desc("skiff_write_buffer_limit_bytes", "The volume's write buffer budget.")
-	dBufWaits    = desc("skiff_write_buffer_waits_total", "Writes that waited for buffer space.")
-	dCompactions = desc("skiff_compactions_total", "Chunks compacted.")
-	dMetaRetries = desc("skiff_meta_tx_retries_total", "Metadata transactions run again.", "reason")
+	dWorkerGen   = desc("skiff_worker_generation", "Workers started for the volume's supervised mount (more than 1: restarted or upgraded).")
+	dWorkerInfo  = desc("skiff_worker_info", "The version of the worker serving the volume's supervised mount.", "version")
 	dBudget      = prometheus.NewDesc("skiff_memory_budget_bytes", "The sidecar's memory budget.", []string{"part"}, nil)
 )
 
-// collector reads every volume's counters at scrape time.
+// collector reports the sidecar's view of every volume at scrape time.
 type collector struct{ s *Sidecar }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{dMounted, dMounts, dMountErrors, dStale, dObjReqs, dObjBytes, dObjErrors,
-		dCollapsed, dCacheHits, dCacheMiss, dCacheBytes, dCacheEvict, dBuffered, dBufPeak, dBufLimit, dBufWaits,
-		dCompactions, dMetaRetries, dBudget} {
+	for _, d := range []*prometheus.Desc{dMounted, dMounts, dMountErrors, dStale, dWorkerGen, dWorkerInfo, dBudget} {
 		ch <- d
 	}
 }
@@ -88,35 +101,117 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		counter(dMounts, vs.mounts.Load(), name)
 		counter(dMountErrors, vs.failures.Load(), name)
 		counter(dStale, vs.stale.Load(), name)
-		if m == nil {
-			continue
-		}
-		st := m.Stats()
-		gauge(dBufLimit, st.BufferLimit, name)
-		if cs := st.Chunk; cs != nil {
-			counter(dObjReqs, cs.BlocksPut, name, "put")
-			counter(dObjReqs, cs.BlocksGot, name, "get")
-			counter(dObjReqs, cs.BlocksDeleted, name, "delete")
-			counter(dObjBytes, cs.BytesPut, name, "put")
-			counter(dObjBytes, cs.BytesGot, name, "get")
-			counter(dObjErrors, cs.PutErrors, name, "put")
-			counter(dCollapsed, cs.FetchCollapsed, name)
-			gauge(dBuffered, cs.Buffered, name)
-			gauge(dBufPeak, cs.BufferedPeak, name)
-			counter(dBufWaits, cs.BufferWaits, name)
-			counter(dCompactions, cs.Compactions, name)
-		}
-		if cc := st.Cache; cc != nil {
-			counter(dCacheHits, cc.MemHits, name, "memory")
-			counter(dCacheHits, cc.Hits-cc.MemHits, name, "disk")
-			counter(dCacheMiss, cc.Misses, name)
-			gauge(dCacheBytes, cc.MemBytes, name, "memory")
-			gauge(dCacheBytes, cc.Bytes, name, "disk")
-			counter(dCacheEvict, cc.Evictions, name)
-		}
-		if st.HasMetaRetries {
-			counter(dMetaRetries, st.MetaConflicts, name, "conflict")
-			counter(dMetaRetries, st.MetaReconnects, name, "reconnect")
+		if r, ok := as[remote](m); ok {
+			if st, err := r.Status(); err == nil {
+				gauge(dWorkerGen, int64(st.Generation), name)
+				gauge(dWorkerInfo, 1, name, st.WorkerVersion)
+			}
 		}
 	}
+}
+
+// remote is a Mounted whose counters live in another process.
+type remote interface {
+	// Gather reads the volume's metric families (without a volume
+	// label) from the process that serves it.
+	Gather(ctx context.Context) (map[string]*dto.MetricFamily, error)
+	// Status is the supervisor's status.
+	Status() (telemetry.Status, error)
+}
+
+// as finds a T in m or the mounts it wraps.
+func as[T any](m Mounted) (T, bool) {
+	for m != nil {
+		if t, ok := m.(T); ok {
+			return t, true
+		}
+		u, ok := m.(interface{ Unwrap() Mounted })
+		if !ok {
+			break
+		}
+		m = u.Unwrap()
+	}
+	var zero T
+	return zero, false
+}
+
+// scrapeTimeout bounds the scrape of one worker.
+const scrapeTimeout = 3 * time.Second
+
+// gatherer is the sidecar's registry plus the families gathered from the
+// worker of every supervised volume, each metric labelled with its
+// volume. A worker that cannot be reached (it is being restarted) is an
+// error; the rest is still served.
+type gatherer struct{ s *Sidecar }
+
+func (g gatherer) Gather() ([]*dto.MetricFamily, error) {
+	own, err := g.s.reg.Gather()
+	errs := []error{err}
+	byName := make(map[string]*dto.MetricFamily, len(own))
+	for _, mf := range own {
+		byName[mf.GetName()] = mf
+	}
+	type result struct {
+		name string
+		mfs  map[string]*dto.MetricFamily
+		err  error
+	}
+	var rs []*result
+	var wg sync.WaitGroup
+	for _, vs := range g.s.vols {
+		r, ok := as[remote](vs.mounted())
+		if !ok {
+			continue
+		}
+		res := &result{name: vs.spec.Name}
+		rs = append(rs, res)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), scrapeTimeout)
+			defer cancel()
+			res.mfs, res.err = r.Gather(ctx)
+		}()
+	}
+	wg.Wait()
+	for _, r := range rs {
+		if r.err != nil {
+			errs = append(errs, fmt.Errorf("volume %s: %w", r.name, r.err))
+			continue
+		}
+		for _, name := range slices.Sorted(maps.Keys(r.mfs)) {
+			if err := merge(byName, r.mfs[name], r.name); err != nil {
+				errs = append(errs, fmt.Errorf("volume %s: %w", r.name, err))
+			}
+		}
+	}
+	out := slices.Collect(maps.Values(byName))
+	sort.Slice(out, func(i, j int) bool { return out[i].GetName() < out[j].GetName() })
+	return out, errors.Join(errs...)
+}
+
+// merge adds mf's metrics, labelled volume=vol, to the family of the same
+// name in byName (created if missing). A family of another type is
+// refused; the help text of the first family seen wins.
+func merge(byName map[string]*dto.MetricFamily, mf *dto.MetricFamily, vol string) error {
+	dst, ok := byName[mf.GetName()]
+	if !ok {
+		dst = &dto.MetricFamily{Name: mf.Name, Help: mf.Help, Type: mf.Type}
+		byName[mf.GetName()] = dst
+	} else if dst.GetType() != mf.GetType() {
+		return fmt.Errorf("metric %s is a %s in the worker but a %s in the sidecar; left out", mf.GetName(), mf.GetType(), dst.GetType())
+	}
+	for _, m := range mf.Metric {
+		m = proto.Clone(m).(*dto.Metric)
+		labels := []*dto.LabelPair{{Name: proto.String("volume"), Value: proto.String(vol)}}
+		for _, l := range m.Label {
+			if l.GetName() != "volume" {
+				labels = append(labels, l)
+			}
+		}
+		sort.Slice(labels, func(i, j int) bool { return labels[i].GetName() < labels[j].GetName() })
+		m.Label = labels
+		dst.Metric = append(dst.Metric, m)
+	}
+	return nil
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/skiff-fs/skiff/fsclient/meta"
 	"github.com/skiff-fs/skiff/fsclient/vfs"
 	"github.com/skiff-fs/skiff/fsclient/volume"
+	"github.com/skiff-fs/skiff/sidecar/telemetry"
 )
 
 // A Mounter mounts one volume. The sidecar has two: Direct serves the
@@ -44,30 +45,15 @@ type Mounted interface {
 }
 
 // Stats are a mounted volume's counters, for /metrics.
-type Stats struct {
-	// Chunk and Cache are nil when unknown (no cache, or another
-	// process serves the volume).
-	Chunk *chunk.Stats
-	Cache *cache.Stats
-	// BufferLimit is the volume's write buffer budget.
-	BufferLimit int64
-	// MetaConflicts and MetaReconnects are the meta transaction retries;
-	// HasMetaRetries says the engine reports them (Redis does).
-	HasMetaRetries                bool
-	MetaConflicts, MetaReconnects int64
-}
-
-// txRetrier is what a meta engine that counts its retries offers
-// (fsclient/meta/redis).
-type txRetrier interface {
-	TxRetries() (conflicts, reconnects int64)
-}
+type Stats = telemetry.Stats
 
 // Direct serves volumes in this process: volume.Open, a meta session,
 // vfs, fuse.Mount — what `skiff mount` does.
 type Direct struct {
 	Version string
 	Logger  *slog.Logger
+	// Ops, if set, records every FUSE operation of the mounts.
+	Ops *telemetry.FuseOps
 }
 
 // Mount implements Mounter.
@@ -119,7 +105,12 @@ func (d Direct) Mount(ctx context.Context, s *Spec) (Mounted, error) {
 		closeVolume()
 		return nil, err
 	}
-	srv, err := fuse.Mount(fs, s.MountPath, fuse.Options{AllowOther: s.AllowOther, Debug: s.Debug, Logger: log})
+	opts := fuse.Options{AllowOther: s.AllowOther, Debug: s.Debug, Logger: log}
+	if d.Ops != nil {
+		opts.Observer = d.Ops.Observer(s.Name)
+	}
+
+	srv, err := fuse.Mount(fs, s.MountPath, opts)
 	if err != nil {
 		closeVolume()
 		return nil, err
@@ -140,19 +131,7 @@ type direct struct {
 
 func (m *direct) Done() <-chan struct{} { return m.srv.Done() }
 
-func (m *direct) Stats() Stats {
-	cs := m.v.Chunks.Stats()
-	st := Stats{Chunk: &cs, BufferLimit: m.spec.BufferSize}
-	if m.v.Cache != nil {
-		c := m.v.Cache.Stats()
-		st.Cache = &c
-	}
-	if r, ok := m.v.Meta.Engine().(txRetrier); ok {
-		st.HasMetaRetries = true
-		st.MetaConflicts, st.MetaReconnects = r.TxRetries()
-	}
-	return st
-}
+func (m *direct) Stats() Stats { return telemetry.StatsOf(m.v, m.spec.BufferSize) }
 
 // closeReserve is the part of the shutdown deadline kept for unmounting
 // and closing after the flush.

@@ -14,6 +14,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sys/unix"
+
+	"github.com/skiff-fs/skiff/sidecar/telemetry"
 )
 
 // Sidecar mounts a pod's volumes, keeps them mounted, serves the probes
@@ -27,6 +29,7 @@ type Sidecar struct {
 	vols    []*volState
 	reg     *prometheus.Registry
 	metrics *metrics
+	fuseOps *telemetry.FuseOps // of the volumes served in this process
 
 	heartbeat atomic.Int64 // unix nanoseconds of the mount loop's last round
 	stopping  atomic.Bool
@@ -69,14 +72,14 @@ func New(cfg Config) (*Sidecar, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Sidecar{cfg: cfg, log: cfg.Logger, budget: cfg.budget(), statfs: statfsFUSE}
+	s := &Sidecar{cfg: cfg, log: cfg.Logger, budget: cfg.budget(), statfs: statfsFUSE, fuseOps: telemetry.NewFuseOps(true)}
 	switch {
 	case cfg.Mounter != nil:
 		s.mounter = cfg.Mounter
 	case cfg.Mode == ModeSupervised:
-		s.mounter = Supervised{Binary: cfg.SkiffBinary, Logger: cfg.Logger}
+		s.mounter = Supervised{Binary: cfg.SkiffBinary, WorkerBinary: cfg.WorkerBinary, RunDir: cfg.StageDir, Logger: cfg.Logger}
 	default:
-		s.mounter = Direct{Version: cfg.Version, Logger: cfg.Logger}
+		s.mounter = Direct{Version: cfg.Version, Logger: cfg.Logger, Ops: s.fuseOps}
 	}
 	for _, sp := range specs {
 		if len(sp.Ignored) > 0 {
@@ -297,6 +300,9 @@ type stacked struct {
 	once   sync.Once
 }
 
+// Unwrap is the staged mount.
+func (m *stacked) Unwrap() Mounted { return m.Mounted }
+
 // Done is closed when the staged mount ends or the bind on the mount
 // path is gone (unmounted from outside).
 func (m *stacked) Done() <-chan struct{} { return m.done }
@@ -322,18 +328,23 @@ func (m *stacked) watch() {
 	}
 }
 
-// Shutdown removes the bind (lazily if busy; the unmount propagates to
-// the apps, who then see the dead mount below again until the pod ends),
-// then shuts the staged mount down.
+// Shutdown detaches the bind (lazily: the detach propagates to the
+// apps, who then see what was below it again: the emptyDir, or the dead
+// mount of a previous sidecar until the pod ends), then shuts the staged
+// mount down.
 func (m *stacked) Shutdown(ctx context.Context) error {
 	m.once.Do(func() { close(m.stop) })
 	<-m.done
 	var errs []error
-	if err := unix.Unmount(m.target, 0); err != nil && !errors.Is(err, unix.EINVAL) {
-		m.log.Warn("unmount failed; detaching lazily", "err", err)
-		if err := unix.Unmount(m.target, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) {
-			errs = append(errs, fmt.Errorf("detach %s: %w", m.target, err))
-		}
+	// The bind is only a view of the staged mount: detach it at once,
+	// and by propagation the apps' copies of it. Files open there keep
+	// working until closed. (A plain unmount is not enough: it can
+	// succeed here while an app's busy copy stays mounted.)
+	if err := unix.Unmount(m.target, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) {
+		errs = append(errs, fmt.Errorf("detach %s: %w", m.target, err))
+	}
+	if es, err := mountsAt(m.target); err == nil && len(es) > 0 && es[len(es)-1].isSkiff() {
+		m.log.Warn("a skiff mount is still on the mount path after detaching the bind", "mountPath", m.target)
 	}
 	return errors.Join(append(errs, m.Mounted.Shutdown(ctx))...)
 }
@@ -431,4 +442,60 @@ func (s *Sidecar) Healthy() error {
 		}
 	}
 	return nil
+}
+
+// upgrader is a Mounted whose server can be replaced in place.
+type upgrader interface {
+	Upgrade(ctx context.Context) (telemetry.Status, error)
+}
+
+// Upgrade replaces the worker of every supervised volume by one started
+// from Config.WorkerBinary, without unmounting (cmd/skiff-sidecar calls
+// it on SIGUSR2), and waits until each reports its new version or ctx
+// ends. Volumes not mounted right now start from the new binary at
+// their next mount anyway. In direct mode it fails: there is no worker
+// to replace.
+func (s *Sidecar) Upgrade(ctx context.Context) error {
+	if s.cfg.Mode != ModeSupervised && s.cfg.Mounter == nil {
+		return errors.New("upgrade: the volumes are served in the sidecar process itself; in-place upgrades need --mount-mode=supervised")
+	}
+	errs := make([]error, len(s.vols))
+	var wg sync.WaitGroup
+	for i, vs := range s.vols {
+		log := s.log.With("volume", vs.spec.Name)
+		m := vs.mounted()
+		if m == nil {
+			log.Info("upgrade: the volume is not mounted; its next mount starts from the worker binary")
+			continue
+		}
+		u, ok := as[upgrader](m)
+		if !ok {
+			errs[i] = fmt.Errorf("upgrade: volume %s cannot be upgraded in place", vs.spec.Name)
+			continue
+		}
+		var before string
+		if r, ok := as[remote](m); ok {
+			if st, err := r.Status(); err == nil {
+				before = st.WorkerVersion
+			}
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			st, err := u.Upgrade(ctx)
+			if err != nil {
+				errs[i] = fmt.Errorf("upgrade volume %s: %w", vs.spec.Name, err)
+				return
+			}
+			if st.WorkerVersion == before {
+				// The supervisor falls back to a worker of the previous
+				// command when the new one does not start.
+				log.Warn("worker replaced, but it runs the same version as before: if a new binary was delivered, it did not start (see the supervisor's log)", "version", st.WorkerVersion, "pid", st.WorkerPID, "generation", st.Generation)
+				return
+			}
+			log.Info("worker replaced", "version", st.WorkerVersion, "from", before, "pid", st.WorkerPID, "generation", st.Generation)
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
 }

@@ -160,6 +160,7 @@ func TestLifecycle(t *testing.T) {
 		`skiff_statfs_duration_seconds_count{volume="data"}`,
 		`skiff_memory_budget_bytes{part="write_buffer"}`,
 		`skiff_cache_misses_total{volume="data"}`,
+		`skiff_fuse_op_duration_seconds_count{op="write",volume="data"}`,
 		"go_memstats_heap_alloc_bytes",
 	} {
 		if !strings.Contains(body, want) {

@@ -113,7 +113,7 @@ func isDeadMount(err error) bool {
 
 // recoverStale prepares mp for a new mount and says how to mount there.
 //
-// A dead FUSE mount on mp (stat gives ENOTCONN: the server of the
+// A dead FUSE mount on mp (statfs gives ENOTCONN: the server of the
 // previous sidecar died) is detached with MNT_DETACH, and so is any other
 // skiff mount the mount table lists there, unless the dead mount is
 // shared (in a peer group). That is the container-restart case: the
@@ -129,7 +129,11 @@ func isDeadMount(err error) bool {
 // It returns how many mounts it detached.
 func recoverStale(mp string, log *slog.Logger) (detached int, stack bool, err error) {
 	for range 16 { // mounts may be stacked; each round removes the top one
-		_, serr := os.Stat(mp)
+		// statfs, not stat: FUSE caches attributes (for the attribute
+		// timeout), and stat of a dead mount's root answers from that
+		// cache without asking the server; statfs always asks.
+		var sfs unix.Statfs_t
+		serr := unix.Statfs(mp, &sfs)
 		es, err := mountsAt(mp)
 		if err != nil {
 			return detached, false, fmt.Errorf("read the mount table: %w", err)

@@ -8,12 +8,16 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"sync"
 	"syscall"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
+
 	"github.com/skiff-fs/skiff/fsclient/fuse"
+	"github.com/skiff-fs/skiff/sidecar/telemetry"
 )
 
 // Supervised mounts each volume by running `skiff mount --supervise` (the
@@ -22,12 +26,21 @@ import (
 // is a child of the sidecar with SIGKILL as its parent-death signal, so a
 // crashed sidecar takes it along, as a container restart would.
 //
-// Limits, until the supervisor offers more: the worker's counters are not
-// visible here (Stats is empty), and the META_URL is passed on the
-// command line, where processes of the same PID namespace can read it.
+// The META_URL reaches the supervisor and its workers as a file name
+// (--meta-url-file, the Secret's metaurl file): no command line in the
+// pod shows it. The supervisor writes its status (worker pid, version,
+// generation) to RunDir/<volume>.status and each worker serves its
+// counters on the unix socket RunDir/<volume>.metrics, which the
+// sidecar's /metrics gathers with a volume label.
 type Supervised struct {
 	// Binary is the skiff binary.
 	Binary string
+	// WorkerBinary is what the supervisor runs as its worker, read again
+	// at each upgrade (--worker-binary). Default: Binary.
+	WorkerBinary string
+	// RunDir holds the status files and metrics sockets. "" turns both
+	// off (no worker metrics, no status, Upgrade cannot report).
+	RunDir string
 	// Output receives the supervisor's and worker's output. Default
 	// os.Stderr.
 	Output io.Writer
@@ -36,9 +49,32 @@ type Supervised struct {
 	StartTimeout time.Duration
 }
 
-// Args are the arguments of `skiff mount --supervise` for spec.
-func (m Supervised) Args(s *Spec) []string {
+func (m Supervised) statusFile(s *Spec) string {
+	if m.RunDir == "" {
+		return ""
+	}
+	return filepath.Join(m.RunDir, s.Name+".status")
+}
+
+func (m Supervised) metricsSocket(s *Spec) string {
+	if m.RunDir == "" {
+		return ""
+	}
+	return filepath.Join(m.RunDir, s.Name+".metrics")
+}
+
+// maxSocketPath is the longest unix socket path (sun_path holds 108
+// bytes with the terminating NUL).
+const maxSocketPath = 107
+
+// Args are the arguments of `skiff mount --supervise` for spec. The
+// META_URL is passed as the name of the file holding it, never itself.
+func (m Supervised) Args(s *Spec) ([]string, error) {
+	if s.MetaURLFile == "" {
+		return nil, fmt.Errorf("volume %s: supervised mounts read the META_URL from its Secret file, so that no command line shows it; the volume has no metaurl file", s.Name)
+	}
 	a := []string{"mount", "--supervise",
+		"--meta-url-file=" + s.MetaURLFile,
 		"--read-only=" + strconv.FormatBool(s.ReadOnly),
 		"--subdir=" + s.Subdir,
 		"--attr-timeout=" + s.AttrTimeout.String(),
@@ -62,7 +98,17 @@ func (m Supervised) Args(s *Spec) []string {
 	if s.CredentialsFile != "" {
 		a = append(a, "--google-credentials="+s.CredentialsFile)
 	}
-	return append(a, s.MetaURL, s.MountPath)
+	if m.WorkerBinary != "" {
+		a = append(a, "--worker-binary="+m.WorkerBinary)
+	}
+	if m.RunDir != "" {
+		sock := m.metricsSocket(s)
+		if len(sock) > maxSocketPath {
+			return nil, fmt.Errorf("volume %s: the metrics socket %s is longer than a unix socket path may be (%d bytes): choose a shorter staging directory (--stage-dir)", s.Name, sock, maxSocketPath)
+		}
+		a = append(a, "--status-file="+m.statusFile(s), "--metrics-socket="+sock)
+	}
+	return append(a, s.MountPath), nil
 }
 
 // Mount implements Mounter.
@@ -80,13 +126,24 @@ func (m Supervised) Mount(ctx context.Context, s *Spec) (Mounted, error) {
 	if timeout <= 0 {
 		timeout = time.Minute
 	}
-	cmd := exec.Command(m.Binary, m.Args(s)...)
+	args, err := m.Args(s)
+	if err != nil {
+		return nil, err
+	}
+	status := m.statusFile(s)
+	if status != "" {
+		// A status left by a previous supervisor would describe it.
+		if err := os.Remove(status); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return nil, err
+		}
+	}
+	cmd := exec.Command(m.Binary, args...)
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s mount --supervise: %w", m.Binary, err)
 	}
-	sm := &supervised{spec: s, cmd: cmd, log: log, done: make(chan struct{})}
+	sm := &supervised{spec: s, cmd: cmd, log: log, status: status, socket: m.metricsSocket(s), done: make(chan struct{})}
 	go func() {
 		sm.waitErr = cmd.Wait()
 		close(sm.done)
@@ -118,11 +175,12 @@ func (m Supervised) Mount(ctx context.Context, s *Spec) (Mounted, error) {
 }
 
 type supervised struct {
-	spec    *Spec
-	cmd     *exec.Cmd
-	log     *slog.Logger
-	done    chan struct{}
-	waitErr error // valid once done is closed
+	spec           *Spec
+	cmd            *exec.Cmd
+	log            *slog.Logger
+	status, socket string // "" when off
+	done           chan struct{}
+	waitErr        error // valid once done is closed
 
 	once sync.Once
 	err  error
@@ -130,13 +188,68 @@ type supervised struct {
 
 func (m *supervised) Done() <-chan struct{} { return m.done }
 
-func (m *supervised) Stats() Stats { return Stats{BufferLimit: m.spec.BufferSize} }
+// Stats is empty: the counters are the worker's, gathered by Gather.
+func (m *supervised) Stats() Stats { return Stats{} }
+
+// Gather scrapes the worker's metrics socket.
+func (m *supervised) Gather(ctx context.Context) (map[string]*dto.MetricFamily, error) {
+	if m.socket == "" {
+		return nil, errors.New("no metrics socket (the sidecar has no run directory)")
+	}
+	return telemetry.Scrape(ctx, m.socket)
+}
+
+// Status reads the supervisor's status file.
+func (m *supervised) Status() (telemetry.Status, error) {
+	if m.status == "" {
+		return telemetry.Status{}, errors.New("no status file (the sidecar has no run directory)")
+	}
+	return telemetry.ReadStatus(m.status)
+}
+
+// Upgrade sends SIGUSR2 to the supervisor, which replaces its worker by
+// one started from its --worker-binary, and waits until the status
+// file shows a new worker, or ctx ends. It returns the new status.
+func (m *supervised) Upgrade(ctx context.Context) (telemetry.Status, error) {
+	before, err := m.Status()
+	if err != nil {
+		return before, fmt.Errorf("cannot follow the upgrade: %w", err)
+	}
+	if err := m.cmd.Process.Signal(syscall.SIGUSR2); err != nil {
+		return before, fmt.Errorf("signal the supervisor: %w", err)
+	}
+	t := time.NewTicker(50 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return before, fmt.Errorf("the supervisor did not report a new worker: %w", ctx.Err())
+		case <-m.done:
+			return before, errors.New("the supervisor exited during the upgrade")
+		case <-t.C:
+			st, err := m.Status()
+			if err == nil && st.Generation > before.Generation && st.WorkerPID != 0 {
+				return st, nil
+			}
+		}
+	}
+}
 
 func (m *supervised) kill() {
 	_ = m.cmd.Process.Kill()
 	<-m.done
 	if ok, _ := skiffMounted(m.spec.MountPath); ok {
 		_ = fuse.Unmount(m.spec.MountPath, true)
+	}
+	m.cleanup()
+}
+
+// cleanup removes what a killed supervisor and worker left.
+func (m *supervised) cleanup() {
+	for _, p := range []string{m.status, m.socket} {
+		if p != "" {
+			os.Remove(p)
+		}
 	}
 }
 
@@ -151,6 +264,7 @@ func (m *supervised) Shutdown(ctx context.Context) error {
 			if m.waitErr != nil {
 				m.err = fmt.Errorf("skiff mount --supervise: %w", m.waitErr)
 			}
+			m.cleanup()
 		case <-ctx.Done():
 			m.log.Error("the supervised mount did not stop before the deadline: killing it; data it had not flushed is lost")
 			m.kill()

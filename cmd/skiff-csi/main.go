@@ -6,13 +6,16 @@
 //	    --mounter-socket /run/skiff-csi/mounter.sock      # csi-node (stateless)
 //	skiff-csi --endpoint unix:///csi/csi.sock --mode controller   # provisioning
 //	skiff-csi mounter --socket /run/skiff-csi/mounter.sock \
-//	    --skiff /usr/local/bin/skiff                      # one client per volume
+//	    --skiff /usr/local/bin/skiff --handoff-dir DIR    # one client per volume
+//	skiff-csi probe --socket /run/skiff-csi/mounter.sock  # its readiness probe
 //
 // csi-node serves the CSI Identity and Node services and asks the mounter
 // (package csi/mounter) to stage and unstage volumes; the mounter keeps a
 // skiff client process per staged volume, so csi-node can be restarted or
-// upgraded without touching a mount. See packages csi/driver and
-// csi/mounter.
+// upgraded without touching a mount. With --handoff-dir a new mounter
+// (a new version of the DaemonSet, started beside the old pod) takes every
+// mount over from the old one without unmounting. See packages csi/driver
+// and csi/mounter.
 package main
 
 import (
@@ -103,13 +106,42 @@ func newRoot() *cobra.Command {
 	fl.StringVar(&mounterSocket, "mounter-socket", defaultMounterSocket, "unix socket of skiff-csi mounter")
 	fl.StringVar(&name, "driver-name", contract.DriverName, "CSI driver name")
 	fl.BoolVarP(&verbose, "verbose", "v", false, "log every call (secrets stripped)")
-	cmd.AddCommand(newMounter())
+	cmd.AddCommand(newMounter(), newProbe())
+	return cmd
+}
+
+// newProbe is the mounter's readiness probe: it answers only once it
+// serves, that is after it adopted its predecessor's volumes, so that a
+// DaemonSet update (maxSurge) deletes the old pod only then.
+func newProbe() *cobra.Command {
+	var (
+		socket  string
+		timeout time.Duration
+	)
+	cmd := &cobra.Command{
+		Use:   "probe [--socket PATH]",
+		Short: "Exit 0 when the mounter answers on its socket (a readiness probe)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, cancel := context.WithTimeout(context.Background(), timeout)
+			defer cancel()
+			vs, err := mounter.NewClient(socket).Volumes(ctx)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "mounter ready: %d volumes\n", len(vs))
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&socket, "socket", defaultMounterSocket, "unix socket of skiff-csi mounter")
+	cmd.Flags().DurationVar(&timeout, "timeout", 5*time.Second, "how long to wait for the answer")
 	return cmd
 }
 
 func newMounter() *cobra.Command {
 	var (
 		socket, skiff, stateDir string
+		handOffDir              string
 		supervise, verbose      bool
 		startTimeout, stopTime  time.Duration
 	)
@@ -127,26 +159,47 @@ func newMounter() *cobra.Command {
 			}
 			log := logger(verbose)
 			s, err := mounter.New(mounter.Config{
-				Skiff: skiff, Supervise: supervise, StateDir: stateDir,
+				Skiff: skiff, Supervise: supervise, StateDir: stateDir, HandOffDir: handOffDir,
 				StartTimeout: startTimeout, StopTimeout: stopTime, Logger: log,
 			})
 			if err != nil {
 				return err
 			}
+			ctx, cancel := signalContext()
+			defer cancel()
+			// An upgrade: take every mount over from the mounter this
+			// one replaces (it runs beside us in the old pod).
+			if n, err := s.Adopt(ctx); err != nil {
+				return err
+			} else if n > 0 {
+				log.Info("adopted the previous mounter's volumes", "volumes", n)
+			}
 			l, err := mounter.Listen(socket)
 			if err != nil {
 				return err
 			}
-			log.Info("mounter serving", "socket", socket, "skiff", skiff, "supervise", supervise)
-			ctx, cancel := signalContext()
-			defer cancel()
-			return s.Serve(ctx, l)
+			log.Info("mounter serving", "socket", socket, "skiff", skiff, "supervise", supervise, "handoff_dir", handOffDir)
+			if err := s.Serve(ctx, l); err != nil {
+				return err
+			}
+			select {
+			case <-s.Retired():
+				// Every mount is the new mounter's. Exiting would
+				// make the kubelet start this (old) mounter again,
+				// which would adopt them back: wait for the pod's
+				// deletion instead, then exit 0.
+				log.Info("every volume was handed to the new mounter; idle until this pod is deleted")
+				<-ctx.Done()
+			default:
+			}
+			return nil
 		},
 	}
 	fl := cmd.Flags()
 	fl.StringVar(&socket, "socket", defaultMounterSocket, "unix socket to serve csi-node on")
 	fl.StringVar(&skiff, "skiff", "", "the skiff binary (default: skiff beside this binary)")
 	fl.BoolVar(&supervise, "supervise", true, "run skiff mount --supervise (a dead client is restarted on the same FUSE connection); false: plain skiff mount")
+	fl.StringVar(&handOffDir, "handoff-dir", "", "directory on the node (hostPath) where the mounter and each volume's supervisor listen for their successor: a new mounter started with the same directory takes every mount over without unmounting (needs --supervise)")
 	fl.StringVar(&stateDir, "state-dir", "/run/skiff-csi/state", "directory for the volumes' secret files (use a tmpfs)")
 	fl.DurationVar(&startTimeout, "start-timeout", time.Minute, "how long a volume's client may take to mount")
 	fl.DurationVar(&stopTime, "stop-timeout", 30*time.Second, "how long a volume's client may take to flush and unmount before it is killed")

@@ -18,6 +18,8 @@ func TestFlagErrors(t *testing.T) {
 		{[]string{"--endpoint", "tcp://127.0.0.1:1", "--mode", "controller"}, "only unix://PATH"},
 		{[]string{"--endpoint", "unix://", "--mode", "controller"}, "no path"},
 		{[]string{"mounter", "--skiff", "/x", "--state-dir", "", "extra"}, "unknown command"},
+		{[]string{"mounter", "--skiff", "/x", "--supervise=false", "--state-dir", filepath.Join(t.TempDir(), "state"), "--handoff-dir", t.TempDir()}, "needs Supervise"},
+		{[]string{"probe", "--socket", filepath.Join(t.TempDir(), "none.sock")}, "cannot be reached"},
 	} {
 		cmd := newRoot()
 		cmd.SetArgs(tc.args)

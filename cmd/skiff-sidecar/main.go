@@ -2,7 +2,8 @@
 // it as a native sidecar. It mounts the volumes SKIFF_VOLUMES lists (with
 // the Secrets mounted under /etc/skiff/secrets), serves /readyz, /healthz
 // and /metrics on SKIFF_PROBE_PORT, and on SIGTERM flushes, unmounts and
-// exits. `skiff-sidecar probe [readyz|healthz]` is the exec probe.
+// exits; in supervised mode SIGUSR2 upgrades the workers in place.
+// `skiff-sidecar probe [readyz|healthz]` is the exec probe.
 // See package sidecar for the behaviour.
 package main
 
@@ -49,6 +50,7 @@ type flags struct {
 	grace             time.Duration
 	mode              string
 	skiffBinary       string
+	workerBinary      string
 	stageDir          string
 	verbose           bool
 }
@@ -86,7 +88,10 @@ google-credentials.json from its secretDir. It serves /readyz, /healthz and
 run is detached and mounted again. On SIGTERM it stops new writes, flushes
 written data within --grace-period, unmounts (lazily if busy), ends its meta
 sessions and exits; it exits 1 if data could not be flushed.
-GOMEMLIMIT caps the write buffer (25%) and the cache memory (10%).`,
+GOMEMLIMIT caps the write buffer (25%) and the cache memory (10%).
+With --mount-mode supervised each volume runs under skiff mount --supervise:
+the mount survives its worker, the workers' counters appear on /metrics, and
+SIGUSR2 upgrades every worker in place to the binary at --worker-binary.`,
 		Version:       version,
 		SilenceUsage:  true,
 		SilenceErrors: true,
@@ -105,6 +110,7 @@ GOMEMLIMIT caps the write buffer (25%) and the cache memory (10%).`,
 	fl.DurationVar(&f.grace, "grace-period", envDuration("SKIFF_GRACE_PERIOD", 25*time.Second), "time to flush and unmount after SIGTERM; keep it below the pod's terminationGracePeriodSeconds ($SKIFF_GRACE_PERIOD)")
 	fl.StringVar(&f.mode, "mount-mode", envOr("SKIFF_MOUNT_MODE", string(sidecar.ModeDirect)), "direct: serve in this process; supervised: run each volume under skiff mount --supervise, which survives worker crashes ($SKIFF_MOUNT_MODE)")
 	fl.StringVar(&f.skiffBinary, "skiff-binary", os.Getenv("SKIFF_BINARY"), "the skiff binary of --mount-mode supervised (default: skiff beside this binary)")
+	fl.StringVar(&f.workerBinary, "worker-binary", os.Getenv("SKIFF_WORKER_BINARY"), "the binary supervised mounts run as their worker, read again on SIGUSR2: deliver a new skiff binary here (by rename) and send SIGUSR2 to upgrade every worker in place (default: --skiff-binary) ($SKIFF_WORKER_BINARY)")
 	fl.StringVar(&f.stageDir, "stage-dir", envOr("SKIFF_STAGE_DIR", "/run/skiff/stage"), "staging mount points, for mounting over a dead mount after a container restart ($SKIFF_STAGE_DIR)")
 	fl.BoolVarP(&f.verbose, "verbose", "v", false, "log debug messages")
 	root.AddCommand(newProbe())
@@ -129,6 +135,7 @@ func run(f *flags) error {
 		GracePeriod:       f.grace,
 		Mode:              sidecar.Mode(f.mode),
 		SkiffBinary:       f.skiffBinary,
+		WorkerBinary:      f.workerBinary,
 		StageDir:          f.stageDir,
 		Version:           version,
 		Logger:            log,
@@ -164,11 +171,34 @@ func run(f *flags) error {
 		debug.SetMemoryLimit(lim)
 		log.Info("Go memory limit set from the buffer budget", "bytes", lim)
 	}
+	// SIGUSR2 upgrades the workers of supervised mounts in place.
+	usr2 := make(chan os.Signal, 1)
+	signal.Notify(usr2, syscall.SIGUSR2)
+	defer signal.Stop(usr2)
 	// SIGTERM (the kubelet) or SIGINT starts the shutdown; later signals
 	// are ignored: the grace period bounds it.
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	return s.Run(ctx)
+	upgrades := make(chan struct{})
+	go func() {
+		defer close(upgrades)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-usr2:
+				log.Info("SIGUSR2: upgrading the workers of the supervised mounts", "workerBinary", cfg.WorkerBinary)
+				uctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+				if err := s.Upgrade(uctx); err != nil {
+					log.Error("upgrade failed", "err", err)
+				}
+				cancel()
+			}
+		}
+	}()
+	err = s.Run(ctx)
+	<-upgrades
+	return err
 }
 
 func newProbe() *cobra.Command {

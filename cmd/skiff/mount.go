@@ -34,20 +34,31 @@ type mountFlags struct {
 	cache             cacheFlags // cache.go
 	supervise         bool       // skiff mount --supervise (supervise.go)
 	workerBinary      string     // its worker's binary
+	adopt             adoptFlags // its hand-off (adopt.go)
+	metaURLFile       string     // --meta-url-file: META_URL from a file
+	metricsSocket     string     // --metrics-socket (metrics.go)
+	statusFile        string     // --status-file of --supervise
+	readAhead         string
 }
 
 func newMount(g *globals) *cobra.Command {
 	var f mountFlags
 	cmd := &cobra.Command{
-		Use:   "mount [flags] META_URL MOUNTPOINT",
+		Use:   "mount [flags] META_URL MOUNTPOINT  (or --meta-url-file FILE MOUNTPOINT)",
 		Short: "Mount a volume with FUSE; runs in the foreground until unmounted or signalled",
 		Long: `Mount the volume at META_URL on MOUNTPOINT (an existing, empty directory).
 skiff mount stays in the foreground. SIGTERM or SIGINT flushes written data and
 unmounts; a second signal detaches the mount at once (lazy unmount).
-As root the mount uses mount(2) directly; other users need fusermount3.`,
-		Args: cobra.ExactArgs(2),
+As root the mount uses mount(2) directly; other users need fusermount3.
+With --meta-url-file the META_URL is read from a file and left out of the
+command line, which every process can read in /proc.`,
+		Args: cobra.RangeArgs(1, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return runMount(cmd, g, &f, args[0], args[1])
+			metaURL, err := f.metaURL(args[:len(args)-1])
+			if err != nil {
+				return err
+			}
+			return runMount(cmd, g, &f, metaURL, args[len(args)-1])
 		},
 	}
 	fl := cmd.Flags()
@@ -59,7 +70,10 @@ As root the mount uses mount(2) directly; other users need fusermount3.`,
 	fl.BoolVar(&f.allowOther, "allow-other", os.Geteuid() == 0, "let every user use the mount (skiff checks permissions itself); default on as root")
 	fl.StringVar(&f.bufferSize, "buffer-size", "300M", "memory for written data not yet uploaded")
 	fl.IntVar(&f.uploadConcurrency, "upload-concurrency", 20, "parallel block uploads")
+	fl.StringVar(&f.readAhead, "read-ahead", "4M", "kernel read-ahead window for sequential reads (set on the mount's device; needs root); 0 keeps the kernel's 128K")
 	fl.BoolVar(&f.debug, "debug", false, "log every FUSE request (at debug level; implies --verbose)")
+	fl.StringVar(&f.metaURLFile, "meta-url-file", "", "read META_URL from this file (a Secret file, say) instead of the command line")
+	fl.StringVar(&f.metricsSocket, "metrics-socket", "", "serve Prometheus metrics (the volume's counters and FUSE operations) at /metrics on this unix socket")
 	addCacheFlags(cmd, &f.cache)
 	addSuperviseFlags(cmd, &f)
 	return cmd
@@ -111,7 +125,19 @@ func runMount(cmd *cobra.Command, g *globals, f *mountFlags, metaURL, mountpoint
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	defer signal.Stop(sigs)
-	srv, err := fuse.Mount(fs, mp, fuse.Options{AllowOther: f.allowOther, Debug: f.debug, Logger: log})
+	readAhead, err := f.readAheadBytes()
+	if err != nil {
+		closeVolume()
+		return err
+	}
+	opts := fuse.Options{AllowOther: f.allowOther, MaxReadAhead: readAhead, Debug: f.debug, Logger: log}
+	ms, err := f.serveMetrics(v, &opts)
+	if err != nil {
+		closeVolume()
+		return err
+	}
+	defer ms.Close()
+	srv, err := fuse.Mount(fs, mp, opts)
 	if err != nil {
 		closeVolume()
 		return err
@@ -156,6 +182,20 @@ func runMount(cmd *cobra.Command, g *globals, f *mountFlags, metaURL, mountpoint
 	}
 	fmt.Fprintf(cmd.OutOrStdout(), "skiff: %s unmounted\n", mp)
 	return errors.Join(errs...)
+}
+
+// readAheadBytes is --read-ahead for fuse.Options.MaxReadAhead and
+// supervisor.Config.ReadAhead: 0 there means the default, so the flag's 0
+// (the kernel's window) becomes -1.
+func (f *mountFlags) readAheadBytes() (int, error) {
+	n, err := parseSize(f.readAhead)
+	if err != nil {
+		return 0, fmt.Errorf("--read-ahead: %w", err)
+	}
+	if n == 0 {
+		return -1, nil
+	}
+	return int(n), nil
 }
 
 func newUmount(g *globals) *cobra.Command {

@@ -28,8 +28,11 @@ func addSuperviseFlags(cmd *cobra.Command, f *mountFlags) {
 	fl := cmd.Flags()
 	fl.BoolVar(&f.supervise, "supervise", false, "keep the mount in a small supervisor process and the file system in a worker it restarts when it dies; SIGUSR2 upgrades the worker to --worker-binary")
 	fl.StringVar(&f.workerBinary, "worker-binary", "", "binary the supervisor runs as the worker, read again at each SIGUSR2 (default: this one)")
+	fl.StringVar(&f.statusFile, "status-file", "", "with --supervise: keep the supervisor's status (worker pid, version, generation) in this JSON file")
 	fl.MarkHidden("supervise")
 	fl.MarkHidden("worker-binary")
+	fl.MarkHidden("status-file")
+	addAdoptFlags(cmd, &f.adopt)
 }
 
 // workerArgs are the arguments of `skiff __worker` for these flags.
@@ -52,6 +55,14 @@ func workerArgs(g *globals, f *mountFlags, metaURL string) []string {
 	if g.credentials != "" {
 		a = append(a, "--google-credentials="+g.credentials)
 	}
+	if f.metricsSocket != "" {
+		a = append(a, "--metrics-socket="+f.metricsSocket)
+	}
+	// The worker's command line must not show a META_URL that came
+	// from a file.
+	if f.metaURLFile != "" {
+		return append(a, "--meta-url-file="+f.metaURLFile)
+	}
 	return append(a, metaURL)
 }
 
@@ -62,7 +73,7 @@ func runSupervised(cmd *cobra.Command, g *globals, f *mountFlags, metaURL, mp st
 		g.verbose = true
 	}
 	log := g.logger()
-	if err := fuse.CheckMountpoint(mp); err != nil {
+	if err := f.adopt.checkMountpoint(mp); err != nil {
 		return err
 	}
 	binary := func() (string, error) {
@@ -75,15 +86,20 @@ func runSupervised(cmd *cobra.Command, g *globals, f *mountFlags, metaURL, mp st
 	if err != nil {
 		return err
 	}
+	readAhead, err := f.readAheadBytes()
+	if err != nil {
+		return err
+	}
 	args := workerArgs(g, f, metaURL)
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGUSR2)
 	defer signal.Stop(sigs)
-	s, err := supervisor.Start(supervisor.Config{
+	s, err := f.adopt.start(cmd, supervisor.Config{
 		Mountpoint: mp,
 		FsName:     "skiff:supervised",
 		AllowOther: f.allowOther,
 		ReadOnly:   f.readOnly,
+		ReadAhead:  readAhead,
 		Worker:     supervisor.Command{Path: path, Args: args},
 		Logger:     log,
 	})
@@ -92,13 +108,17 @@ func runSupervised(cmd *cobra.Command, g *globals, f *mountFlags, metaURL, mp st
 	}
 	out := cmd.OutOrStdout()
 	fmt.Fprintf(out, "skiff: supervised mount on %s (worker pid %d, version %s)\n", mp, s.WorkerPID(), s.WorkerVersion())
+	status := newStatusFile(f.statusFile, s, log)
+	defer status.close()
 	for {
 		select {
+		case <-status.tick():
+			status.update()
 		case <-s.Done():
 			if err := s.Err(); err != nil {
 				return err
 			}
-			fmt.Fprintf(out, "skiff: %s unmounted\n", mp)
+			fmt.Fprintln(out, f.adopt.ended(s, mp))
 			return nil
 		case sig := <-sigs:
 			if sig == syscall.SIGUSR2 {
@@ -107,6 +127,7 @@ func runSupervised(cmd *cobra.Command, g *globals, f *mountFlags, metaURL, mp st
 					var v string
 					v, err = s.Upgrade(context.Background(), supervisor.Command{Path: path, Args: args})
 					if err == nil {
+						status.update()
 						fmt.Fprintf(out, "skiff: worker upgraded to version %s (pid %d)\n", v, s.WorkerPID())
 						continue
 					}
@@ -132,12 +153,16 @@ func runSupervised(cmd *cobra.Command, g *globals, f *mountFlags, metaURL, mp st
 func newWorker(g *globals) *cobra.Command {
 	var f mountFlags
 	cmd := &cobra.Command{
-		Use:    workerCommand + " [flags] META_URL",
+		Use:    workerCommand + " [flags] [META_URL]",
 		Short:  "Serve a supervised mount (run by skiff mount --supervise)",
 		Hidden: true,
-		Args:   cobra.ExactArgs(1),
+		Args:   cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return runWorker(cmd, g, &f, args[0])
+			metaURL, err := f.metaURL(args)
+			if err != nil {
+				return err
+			}
+			return runWorker(cmd, g, &f, metaURL)
 		},
 	}
 	fl := cmd.Flags()
@@ -149,6 +174,8 @@ func newWorker(g *globals) *cobra.Command {
 	fl.StringVar(&f.bufferSize, "buffer-size", "300M", "")
 	fl.IntVar(&f.uploadConcurrency, "upload-concurrency", 20, "")
 	fl.BoolVar(&f.debug, "debug", false, "")
+	fl.StringVar(&f.metaURLFile, "meta-url-file", "", "")
+	fl.StringVar(&f.metricsSocket, "metrics-socket", "", "")
 	addCacheFlags(cmd, &f.cache)
 	return cmd
 }
@@ -184,6 +211,13 @@ func runWorker(cmd *cobra.Command, g *globals, f *mountFlags, metaURL string) er
 		v.Close(ctx)
 		return err
 	}
-	serr := w.Serve(fs, fuse.Options{Debug: f.debug, Logger: log}, version)
-	return errors.Join(serr, fs.Close(ctx), v.Close(ctx))
+	opts := fuse.Options{Debug: f.debug, Logger: log}
+	// Each worker binds the metrics socket again: the sidecar always
+	// reaches the current one.
+	ms, err := f.serveMetrics(v, &opts)
+	if err != nil {
+		return errors.Join(err, fs.Close(ctx), v.Close(ctx))
+	}
+	serr := w.Serve(fs, opts, version)
+	return errors.Join(serr, ms.Close(), fs.Close(ctx), v.Close(ctx))
 }

@@ -12,7 +12,10 @@
 // bind-mounts the staging mount onto the pod's target path (read-only
 // when asked: a bind remounted MS_RDONLY). The driver itself holds no
 // state and no mount: it reads the mount table, so it can be killed,
-// restarted or upgraded at any time without touching a mount.
+// restarted or upgraded at any time without touching a mount. Its socket
+// (Listen) is removed on shutdown only while it is still its own: in a
+// DaemonSet update with surge the next pod's csi-node has bound the same
+// path by then.
 //
 // Reference counting is the mount table's: the staging mount and its
 // binds share one file system (device number). NodeUnstageVolume refuses

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/skiff-fs/skiff/csi/internal/sock"
 	"github.com/skiff-fs/skiff/csi/mounter"
 	"github.com/skiff-fs/skiff/sidecar/contract"
 )
@@ -113,13 +114,9 @@ func Listen(endpoint string) (net.Listener, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := os.MkdirAll(filepath.Dir(p), 0o750); err != nil {
-		return nil, err
-	}
-	if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("remove the stale socket %s: %w", p, err)
-	}
-	return net.Listen("unix", p)
+	// During a rolling update with surge the next pod's csi-node binds
+	// the same path first; closing this listener must leave its file.
+	return sock.Listen(p, 0)
 }
 
 // Serve serves the enabled services on l until ctx ends, then stops

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -16,6 +15,8 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/skiff-fs/skiff/csi/internal/sock"
 )
 
 // apiError is the body of a failed request.
@@ -70,41 +71,60 @@ func reply(w http.ResponseWriter, v any, err error) {
 }
 
 // Listen creates the unix socket at path (replacing a stale one),
-// readable and writable by root only.
+// readable and writable by root only. Closing it removes the file unless
+// another listener replaced it meanwhile (a successor's).
 func Listen(path string) (net.Listener, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, err
 	}
-	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("remove the stale socket %s: %w", path, err)
-	}
-	l, err := net.Listen("unix", path)
-	if err != nil {
-		return nil, err
-	}
-	if err := os.Chmod(path, 0o600); err != nil {
-		l.Close()
-		return nil, err
-	}
-	return l, nil
+	return sock.Listen(path, 0o600)
 }
 
 // Serve serves the API on l until ctx ends, then stops every volume's
-// child (Close) and returns.
+// child (Close) and returns. With Config.HandOffDir it also serves the
+// hand-off API on HandOffSocket, and returns nil without stopping
+// anything once every volume went to a new mounter (Retired).
 func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 	hs := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second}
-	errc := make(chan error, 1)
+	errc := make(chan error, 2)
 	go func() { errc <- hs.Serve(l) }()
+	servers := []*http.Server{hs}
+	if hsock := s.HandOffSocket(); hsock != "" {
+		hl, err := Listen(hsock)
+		if err != nil {
+			hs.Close()
+			<-errc
+			s.Close()
+			return fmt.Errorf("mounter: hand-off socket: %w", err)
+		}
+		ho := &http.Server{Handler: s.handOffHandler(), ReadHeaderTimeout: 10 * time.Second}
+		go func() { errc <- ho.Serve(hl) }()
+		servers = append(servers, ho)
+	}
+	stopServers := func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		for _, srv := range servers {
+			_ = srv.Shutdown(sctx)
+		}
+		for range servers {
+			<-errc
+		}
+	}
 	select {
 	case err := <-errc:
+		errc <- err // counted by stopServers
+		stopServers()
 		s.Close()
 		return err
+	case <-s.retired:
+		// The hand-off socket file is the new mounter's now (its
+		// listener leaves it alone).
+		stopServers()
+		return nil
 	case <-ctx.Done():
 	}
-	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	_ = hs.Shutdown(sctx)
-	cancel()
-	<-errc
+	stopServers()
 	s.Close()
 	return nil
 }

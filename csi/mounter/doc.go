@@ -26,8 +26,34 @@
 // backoff (0.5 s doubling to 30 s); an Unstage stops it with SIGTERM
 // (the client flushes written data, then unmounts) and, after
 // Config.StopTimeout, SIGKILL and a lazy unmount. Children get SIGKILL
-// as their parent-death signal: a mounter that dies takes its mounts
-// along, as a container restart would anyway.
+// as their parent-death signal: a mounter that dies (a crash, its
+// container restarted) takes its mounts along, as a container restart
+// would anyway: pods using them see ENOTCONN until they are restarted.
+// Only a planned replacement keeps them, through the hand-off.
+//
+// # Hand-off: a new mounter takes every mount over
+//
+// With Config.HandOffDir (a directory on the node, shared by the old and
+// the new mounter pod), every child runs with --handoff-socket
+// HandOffDir/vol-<hash of the staging path>.sock and the mounter serves
+// a hand-off API on HandOffDir/mounter.sock. A new mounter calls Adopt
+// before it serves: it asks the old one for its volumes (begin: the old
+// one then refuses Stage and Unstage with Unavailable), starts for each
+// a child `skiff mount --supervise --adopt SOCKET`, whose supervisor takes
+// the live FUSE connection from the old child's (package
+// fsclient/fuse/supervisor: the old worker flushes, the descriptor and
+// the relay state pass over the socket; applications see a stall), and
+// waits until the old child exited 0 having handed it over; then it
+// tells the old mounter the hand-off is over (end), and the old one's
+// Serve returns nil without unmounting anything: its volume map is empty.
+// A volume that could not be adopted stays with the old mounter (its
+// child serves on) and Adopt fails; calling it again (the new mounter
+// restarted) retries the volumes left. The request of each volume,
+// secrets included, crosses the hand-off socket, which only root can
+// use; the new mounter writes its own secret files, the old one removes
+// its own. Sockets are removed on Close only while they are still the
+// listener's own (csi/internal/sock), so the old pod's shutdown does not
+// remove its successor's sockets.
 //
 // # API
 //
@@ -38,6 +64,10 @@
 //	POST /v1/stage    StageRequest  -> 200 Volume
 //	POST /v1/unstage  UnstageRequest -> 200 {}
 //	GET  /v1/volumes               -> 200 []Volume
+//
+// and on HandOffSocket, for the next mounter (handoff.go):
+//
+//	POST /v1/handoff/begin  POST /v1/handoff/wait  POST /v1/handoff/end
 //
 // Errors carry a gRPC code and a message ({"code":N,"message":"..."}),
 // which Client turns back into a status error, so csi-node can return

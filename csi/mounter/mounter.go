@@ -34,6 +34,12 @@ type Config struct {
 	// /dev/fuse and restarts a dead worker on the same connection);
 	// false runs plain `skiff mount`.
 	Supervise bool
+	// HandOffDir, with Supervise, is a directory on the node that
+	// outlives the mounter's container (a hostPath): the mounter listens
+	// there for its successor (HandOffSocket) and each volume's supervisor
+	// on a socket of its own, so that a new mounter (Adopt) takes every
+	// mount over without unmounting. Empty: no hand-off.
+	HandOffDir string
 	// StateDir holds each volume's secret files (passphrase, GCS
 	// credentials), readable by root only. Default /run/skiff-csi.
 	StateDir string
@@ -126,7 +132,12 @@ type Server struct {
 		sync.Mutex
 		vols   map[string]*vol // by staging path
 		closed bool
+		// handing: a new mounter is taking the volumes over; Stage and
+		// Unstage are refused meanwhile.
+		handing bool
 	}
+	retired     chan struct{} // closed when every volume was handed over
+	retiredOnce sync.Once
 }
 
 type vol struct {
@@ -138,6 +149,9 @@ type vol struct {
 	busy   bool
 	pid    int
 	starts int
+
+	handing bool          // under Server.mu: its child may exit to hand over
+	handed  chan struct{} // closed when its child handed the mount over
 
 	cancel context.CancelFunc // ends the keep loop
 	done   chan struct{}      // closed when the keep loop has stopped the child
@@ -166,7 +180,15 @@ func New(cfg Config) (*Server, error) {
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("mounter: state dir: %w", err)
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger}
+	if cfg.HandOffDir != "" {
+		if !cfg.Supervise {
+			return nil, errors.New("mounter: a hand-off directory needs Supervise (plain skiff mount cannot hand its mount over)")
+		}
+		if err := os.MkdirAll(cfg.HandOffDir, 0o700); err != nil {
+			return nil, fmt.Errorf("mounter: hand-off dir: %w", err)
+		}
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger, retired: make(chan struct{})}
 	s.mu.vols = make(map[string]*vol)
 	return s, nil
 }
@@ -196,6 +218,10 @@ func (s *Server) Stage(ctx context.Context, req StageRequest) (Volume, error) {
 		s.mu.Unlock()
 		return Volume{}, status.Error(codes.Unavailable, "the mounter is shutting down")
 	}
+	if s.mu.handing {
+		s.mu.Unlock()
+		return Volume{}, status.Error(codes.Unavailable, "the mounter is handing its volumes to a new mounter: retry")
+	}
 	if v, ok := s.mu.vols[req.Path]; ok {
 		defer s.mu.Unlock()
 		switch {
@@ -206,11 +232,11 @@ func (s *Server) Stage(ctx context.Context, req StageRequest) (Volume, error) {
 		}
 		return v.info(), nil
 	}
-	v := &vol{req: req, key: key, busy: true, done: make(chan struct{})}
+	v := &vol{req: req, key: key, busy: true, handed: make(chan struct{}), done: make(chan struct{})}
 	s.mu.vols[req.Path] = v
 	s.mu.Unlock()
 
-	c, err := s.first(ctx, v, log)
+	c, err := s.first(ctx, v, log, "")
 	if err != nil {
 		s.removeFiles(v)
 		s.mu.Lock()
@@ -229,8 +255,10 @@ func (s *Server) Stage(ctx context.Context, req StageRequest) (Volume, error) {
 	return info, nil
 }
 
-// first writes the secret files and starts the volume's first child.
-func (s *Server) first(ctx context.Context, v *vol, log *slog.Logger) (*child, error) {
+// first writes the secret files and starts the volume's first child;
+// with adopt (a hand-off socket) the child takes over the live mount of
+// the previous mounter's child instead of mounting.
+func (s *Server) first(ctx context.Context, v *vol, log *slog.Logger, adopt string) (*child, error) {
 	dir := filepath.Join(s.cfg.StateDir, fmt.Sprintf("%x", sha256.Sum256([]byte(v.req.Path)))[:16])
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, status.Errorf(codes.Internal, "state dir: %v", err)
@@ -256,9 +284,16 @@ func (s *Server) first(ctx context.Context, v *vol, log *slog.Logger) (*child, e
 		extra = append(extra, "--google-credentials="+p)
 	}
 	v.files = append(v.files, dir)
+	extra = append(extra, s.handOffArgs(v)...)
+	if adopt != "" {
+		extra = append(extra, "--adopt="+adopt)
+	}
 	args, ignored := Args(s.cfg.Supervise, &v.req, extra)
 	if len(ignored) > 0 {
 		log.Warn("ignoring unknown mount options", "options", ignored)
+	}
+	if adopt != "" {
+		return s.start(ctx, v, args, log, true)
 	}
 	if err := os.MkdirAll(v.req.Path, 0o750); err != nil {
 		return nil, status.Errorf(codes.Internal, "create the staging path: %v", err)
@@ -268,7 +303,7 @@ func (s *Server) first(ctx context.Context, v *vol, log *slog.Logger) (*child, e
 	} else if n > 0 {
 		log.Warn("detached stale FUSE mounts from the staging path", "count", n)
 	}
-	c, err := s.start(ctx, v, args, log)
+	c, err := s.start(ctx, v, args, log, false)
 	if err != nil {
 		return nil, err
 	}
@@ -323,8 +358,9 @@ type child struct {
 }
 
 // start runs the child and waits until the volume is mounted on the
-// staging path.
-func (s *Server) start(ctx context.Context, v *vol, args []string, log *slog.Logger) (*child, error) {
+// staging path. An adopting child finds it mounted already; if it fails,
+// the mount stays with its previous owner and is not touched.
+func (s *Server) start(ctx context.Context, v *vol, args []string, log *slog.Logger, adopting bool) (*child, error) {
 	tail := &tailBuf{max: 4096}
 	cmd := exec.Command(s.cfg.Skiff, args...)
 	out := io.MultiWriter(s.cfg.Output, tail)
@@ -351,7 +387,12 @@ func (s *Server) start(ctx context.Context, v *vol, args []string, log *slog.Log
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
 	fail := func(code codes.Code, format string, a ...any) (*child, error) {
-		s.kill(c, v.req.Path)
+		if adopting {
+			_ = c.cmd.Process.Kill()
+			<-c.done
+		} else {
+			s.kill(c, v.req.Path)
+		}
 		msg := fmt.Sprintf(format, a...)
 		if t := redact(c.tail.String(), &v.req); t != "" {
 			msg += "; its output ends with: " + t
@@ -427,7 +468,7 @@ func (s *Server) keep(ctx context.Context, v *vol, c *child, log *slog.Logger) {
 	defer close(v.done)
 	const minBackoff, maxBackoff = 500 * time.Millisecond, 30 * time.Second
 	backoff := minBackoff
-	args, _ := Args(s.cfg.Supervise, &v.req, extraArgs(v))
+	args, _ := Args(s.cfg.Supervise, &v.req, append(extraArgs(v), s.handOffArgs(v)...))
 	var retry <-chan time.Time
 	for {
 		var exited chan struct{}
@@ -441,6 +482,23 @@ func (s *Server) keep(ctx context.Context, v *vol, c *child, log *slog.Logger) {
 			}
 			return
 		case <-exited:
+			s.mu.Lock()
+			handing := v.handing
+			s.mu.Unlock()
+			if handing && c.err == nil {
+				// It gave its connection to the new mounter's child
+				// and exited without unmounting: the volume is not
+				// ours any more.
+				log.Info("the skiff client handed the mount over", "pid", c.cmd.Process.Pid)
+				s.removeFiles(v)
+				s.mu.Lock()
+				if s.mu.vols[v.req.Path] == v {
+					delete(s.mu.vols, v.req.Path)
+				}
+				s.mu.Unlock()
+				close(v.handed)
+				return
+			}
 			log.Error("the skiff client exited; starting it again", "pid", c.cmd.Process.Pid, "err", c.err,
 				"output", redact(c.tail.String(), &v.req), "backoff", backoff)
 			c = nil
@@ -453,7 +511,7 @@ func (s *Server) keep(ctx context.Context, v *vol, c *child, log *slog.Logger) {
 			if _, err := mnt.DetachFUSE(v.req.Path); err != nil {
 				log.Error("clear the staging path", "err", err)
 			}
-			nc, err := s.start(ctx, v, args, log)
+			nc, err := s.start(ctx, v, args, log, false)
 			if err != nil {
 				backoff = min(2*backoff, maxBackoff)
 				log.Error("restart the skiff client", "err", err, "backoff", backoff)
@@ -495,11 +553,20 @@ func (v *vol) info() Volume {
 // its secret files. A path with no volume is cleared of any FUSE mount
 // left there and succeeds.
 func (s *Server) Unstage(ctx context.Context, req UnstageRequest) error {
+	return s.unstage(req, true)
+}
+
+// unstage is Unstage; clear says whether a path with no volume is cleared.
+func (s *Server) unstage(req UnstageRequest, clear bool) error {
 	if req.Path == "" || !filepath.IsAbs(req.Path) {
 		return status.Errorf(codes.InvalidArgument, "staging path %q is not absolute", req.Path)
 	}
 	path := filepath.Clean(req.Path)
 	s.mu.Lock()
+	if s.mu.handing {
+		s.mu.Unlock()
+		return status.Error(codes.Unavailable, "the mounter is handing its volumes to a new mounter: retry")
+	}
 	v, ok := s.mu.vols[path]
 	if ok && v.busy {
 		s.mu.Unlock()
@@ -509,6 +576,9 @@ func (s *Server) Unstage(ctx context.Context, req UnstageRequest) error {
 		v.busy = true
 	}
 	s.mu.Unlock()
+	if !ok && !clear {
+		return nil
+	}
 	if !ok {
 		if n, err := mnt.DetachFUSE(path); err != nil {
 			return status.Errorf(codes.Internal, "clear %s: %v", path, err)
@@ -543,6 +613,7 @@ func (s *Server) Volumes() []Volume {
 func (s *Server) Close() {
 	s.mu.Lock()
 	s.mu.closed = true
+	s.mu.handing = false // a hand-off that did not finish: the volumes are still ours
 	var paths []string
 	for p := range s.mu.vols {
 		paths = append(paths, p)
@@ -552,7 +623,9 @@ func (s *Server) Close() {
 	for _, p := range paths {
 		wg.Go(func() {
 			for range 100 {
-				err := s.Unstage(context.Background(), UnstageRequest{Path: p})
+				// Not Unstage: a volume handed over meanwhile is gone from
+				// the map and its mount is the new mounter's.
+				err := s.unstage(UnstageRequest{Path: p}, false)
 				if status.Code(err) != codes.Aborted {
 					return
 				}

@@ -32,13 +32,22 @@ const (
 )
 
 func TestMain(m *testing.M) {
+	if len(os.Args) > 1 && os.Args[1] == appCommand {
+		os.Exit(appMain(os.Args[2:]))
+	}
 	if mode := os.Getenv(envNS); mode != "" {
 		if err := container(mode); err != nil {
 			fmt.Fprintf(os.Stderr, "container setup: %v\n", err)
 			os.Exit(111)
 		}
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	for _, d := range []string{binDir, skiffDir} {
+		if d != "" {
+			os.RemoveAll(d)
+		}
+	}
+	os.Exit(code)
 }
 
 // container does what the kubelet and the runtime do for a volume mount
@@ -138,6 +147,42 @@ func sidecarBinary(t *testing.T) string {
 	return filepath.Join(binDir, "skiff-sidecar")
 }
 
+var (
+	skiffOnce              sync.Once
+	skiffV1, skiffV2       string
+	skiffDir               string
+	skiffBuildErr          error
+	skiffV1Ver, skiffV2Ver = "e2e-v1", "e2e-v2"
+)
+
+// skiffBinaries builds cmd/skiff twice (once per test binary), with the
+// versions skiffV1Ver and skiffV2Ver: the worker before and after an
+// upgrade.
+func skiffBinaries(t *testing.T) (v1, v2 string) {
+	t.Helper()
+	skiffOnce.Do(func() {
+		skiffDir, skiffBuildErr = os.MkdirTemp("", "skiff-e2e-skiff-")
+		if skiffBuildErr != nil {
+			return
+		}
+		for _, b := range []struct{ ver, dir string }{{skiffV1Ver, "v1"}, {skiffV2Ver, "v2"}} {
+			out := filepath.Join(skiffDir, b.dir, "skiff")
+			cmd := exec.Command("go", "build", "-o", out, "-ldflags", "-X main.version="+b.ver, "./cmd/skiff")
+			cmd.Dir = "../.."
+			cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+			if o, err := cmd.CombinedOutput(); err != nil {
+				skiffBuildErr = fmt.Errorf("go build ./cmd/skiff (%s): %v\n%s", b.ver, err, o)
+				return
+			}
+		}
+		skiffV1, skiffV2 = filepath.Join(skiffDir, "v1", "skiff"), filepath.Join(skiffDir, "v2", "skiff")
+	})
+	if skiffBuildErr != nil {
+		t.Fatal(skiffBuildErr)
+	}
+	return skiffV1, skiffV2
+}
+
 func freePort(t *testing.T) int {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -178,6 +223,12 @@ func (b *syncBuffer) String() string {
 // with the emptyDir src seen at dst.
 func startIn(t *testing.T, name, mode, src, dst string, env []string, argv ...string) *proc {
 	t.Helper()
+	return startCmd(t, name, containerCmd(t, mode, src, dst, env, argv...))
+}
+
+// containerCmd is the command startIn starts.
+func containerCmd(t *testing.T, mode, src, dst string, env []string, argv ...string) *exec.Cmd {
+	t.Helper()
 	self, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
@@ -186,7 +237,7 @@ func startIn(t *testing.T, name, mode, src, dst string, env []string, argv ...st
 	cmd := exec.Command(self)
 	cmd.Env = append(append(os.Environ(), env...), envNS+"="+mode, envSrc+"="+src, envDst+"="+dst, envExec+"="+string(ex))
 	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNS}
-	return startCmd(t, name, cmd)
+	return cmd
 }
 
 func startCmd(t *testing.T, name string, cmd *exec.Cmd) *proc {

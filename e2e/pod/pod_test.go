@@ -28,6 +28,7 @@ type miniPod struct {
 	emptyDir  string // host side, shared
 	sidecarAt string // the sidecar's mountPath (Bidirectional)
 	appAt     string // the app's mountPath (HostToContainer)
+	stageDir  string // the sidecar's staging directory (SKIFF_STAGE_DIR)
 	env       []string
 	port      int
 }
@@ -36,7 +37,7 @@ func newMiniPod(t *testing.T, metaURL string, extraEnv ...string) *miniPod {
 	root := t.TempDir()
 	p := &miniPod{t: t, bin: sidecarBinary(t), emptyDir: filepath.Join(root, "kubelet", "skiff-data"),
 		sidecarAt: filepath.Join(root, "sidecar", "skiff", "data"), appAt: filepath.Join(root, "app", "data"),
-		port: freePort(t)}
+		stageDir: filepath.Join(root, "run", "stage"), port: freePort(t)}
 	sharedDir(t, p.emptyDir)
 	// The Secret as the kubelet lays it out: <secrets root>/<volume>/<key>.
 	secretDir := filepath.Join(root, "etc", "skiff", "secrets", "data")
@@ -54,7 +55,7 @@ func newMiniPod(t *testing.T, metaURL string, extraEnv ...string) *miniPod {
 		contract.EnvVolumes + "=" + vols,
 		contract.EnvProbePort + "=" + strconv.Itoa(p.port),
 		"SKIFF_CACHE_DIR=" + filepath.Join(root, "var", "cache", "skiff"),
-		"SKIFF_STAGE_DIR=" + filepath.Join(root, "run", "stage"),
+		"SKIFF_STAGE_DIR=" + p.stageDir,
 		"SKIFF_GRACE_PERIOD=20s",
 	}, extraEnv...)
 	return p

@@ -96,7 +96,7 @@ func ServeConn(v *vfs.VFS, conn *os.File, opts ConnOptions) (*ConnServer, error)
 	mo := &gofuse.MountOptions{
 		MaxBackground: opts.MaxBackground,
 		MaxWrite:      opts.MaxWrite,
-		MaxReadAhead:  opts.MaxReadAhead,
+		MaxReadAhead:  max(opts.MaxReadAhead, 0),
 		FsName:        "skiff:" + name,
 		Name:          "skiff",
 		EnableLocks:   true,
@@ -108,7 +108,7 @@ func ServeConn(v *vfs.VFS, conn *os.File, opts ConnOptions) (*ConnServer, error)
 	}
 	// "/dev/fd/N" tells go-fuse to serve an open descriptor instead of
 	// mounting; it takes ownership of fd.
-	srv, err := gofuse.NewServer(hfs, "/dev/fd/"+strconv.Itoa(fd), mo)
+	srv, err := gofuse.NewServer(observe(hfs, opts.Observer), "/dev/fd/"+strconv.Itoa(fd), mo)
 	if err != nil {
 		return nil, fmt.Errorf("serve connection: %w", err)
 	}

@@ -25,8 +25,13 @@ type Options struct {
 	// (skiff checks permissions itself). Non-root mounts need
 	// user_allow_other in /etc/fuse.conf for it.
 	AllowOther bool
-	// MaxReadAhead is the kernel's read-ahead in bytes. Default: the
-	// kernel's (128 KiB).
+	// MaxReadAhead is the kernel's read-ahead window for the files of
+	// the mount, in bytes. Default DefaultReadAhead (4 MiB); negative
+	// keeps the kernel's default (128 KiB). FUSE's INIT can only lower
+	// the kernel's 128 KiB, so Mount sets the window on the mount's
+	// backing device after mounting (SetReadAhead, as root; otherwise it
+	// logs a warning and the kernel's default stays). ServeConn cannot:
+	// the connection's owner calls SetReadAhead.
 	MaxReadAhead int
 	// MaxBackground bounds the kernel's asynchronous requests (read-ahead,
 	// direct I/O). Default 64.
@@ -36,6 +41,9 @@ type Options struct {
 	// Logger receives errors (and with Debug the request log).
 	// Default: discard.
 	Logger *slog.Logger
+	// Observer, when set, is told about every operation served (name,
+	// duration, errno), e.g. for metrics. Nil costs nothing.
+	Observer OpObserver
 }
 
 // Server is a mounted and serving skiff file system.
@@ -58,6 +66,9 @@ func Mount(v *vfs.VFS, mountpoint string, opts Options) (*Server, error) {
 	if opts.MaxBackground <= 0 {
 		opts.MaxBackground = 64
 	}
+	if opts.MaxReadAhead == 0 {
+		opts.MaxReadAhead = DefaultReadAhead
+	}
 	abs, err := filepath.Abs(mountpoint)
 	if err != nil {
 		return nil, err
@@ -74,7 +85,7 @@ func Mount(v *vfs.VFS, mountpoint string, opts Options) (*Server, error) {
 		AllowOther:    opts.AllowOther,
 		MaxBackground: opts.MaxBackground,
 		MaxWrite:      1 << 20,
-		MaxReadAhead:  opts.MaxReadAhead,
+		MaxReadAhead:  max(opts.MaxReadAhead, 0),
 		FsName:        "skiff:" + name,
 		Name:          "skiff",
 		DirectMount:   root,
@@ -92,7 +103,7 @@ func Mount(v *vfs.VFS, mountpoint string, opts Options) (*Server, error) {
 		}
 	}
 	fs := newFileSystem(v, opts.Logger)
-	srv, err := gofuse.NewServer(fs, abs, mo)
+	srv, err := gofuse.NewServer(observe(fs, opts.Observer), abs, mo)
 	if err != nil {
 		return nil, fmt.Errorf("mount %s on %s: %w", name, abs, explainMountError(err, root))
 	}
@@ -104,6 +115,13 @@ func Mount(v *vfs.VFS, mountpoint string, opts Options) (*Server, error) {
 	if err := srv.WaitMount(); err != nil {
 		_ = srv.Unmount()
 		return nil, fmt.Errorf("mount %s on %s: %w", name, abs, err)
+	}
+	// The kernel applied INIT's read-ahead (NewServer answered it), so
+	// the window set now stays.
+	if opts.MaxReadAhead > 0 {
+		if err := SetReadAhead(abs, opts.MaxReadAhead); err != nil {
+			opts.Logger.Warn("fuse: the kernel's read-ahead stays at its default; sequential reads are slower", "err", err)
+		}
 	}
 	return s, nil
 }

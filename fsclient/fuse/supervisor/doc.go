@@ -58,6 +58,51 @@
 // time), then start the new binary and resume. The stall lasts the flush
 // plus the new worker's start.
 //
+// The supervisor pins the worker's executable: it keeps the file open and
+// runs it through /proc/self/fd, so a restart after a crash runs the
+// binary it was given even when another file has since been renamed onto
+// the path (a delivery for the next upgrade). If the new binary does not
+// start, the supervisor goes back to the pinned one; only after an
+// upgrade succeeds is the new file pinned instead.
+//
+// # Supervisor hand-off: a new supervisor takes the connection over
+//
+// A worker upgrade keeps the supervisor; replacing the supervisor itself
+// (a new skiff version, a new CSI mounter pod) uses the hand-off. A
+// supervisor started with Config.HandOffSocket listens there (a unix
+// socket, mode 0600); Adopt, in the new process, connects and:
+//
+//  1. the old supervisor quiesces exactly as for an upgrade: new requests
+//     queue, the worker's requests drain (DrainTimeout), the worker
+//     flushes every file (so no acknowledged write exists only in its
+//     memory) and exits; then it stops reading /dev/fuse;
+//  2. it sends its /dev/fuse descriptor (SCM_RIGHTS) and its state as
+//     versioned JSON (HandOffVersion): the recorded INIT and the first
+//     worker's INIT reply, the open handles, the requests not answered
+//     (with their INTERRUPTs), the write journal (empty unless the final
+//     flush failed: then the writes travel and are replayed), the worker
+//     generation;
+//  3. the new supervisor starts its own worker (its own binary and
+//     version), replays INIT into it and checks the reply against the
+//     recorded one, reopens the handles, and says ready;
+//  4. the old one answers release, closes its copy of the descriptor and
+//     stops (Done; HandedOff is true) without unmounting; the new one
+//     replays the journal, re-sends the queued requests and reads
+//     /dev/fuse — as after a worker crash. It listens on its own
+//     HandOffSocket for the next hand-off.
+//
+// Applications see a stall (the old worker's flush plus the new worker's
+// start), not an error; the mount, its st_dev and every bind of it stay.
+// Until release, any failure (an adopter of another version of the
+// record, another mount point, a worker that does not start, a closed
+// socket) leaves the connection with the old supervisor, which starts a
+// worker again and serves on; the adopter answers no request before
+// release, so nothing is answered twice. After release the old process
+// is irrelevant: kill -9 of it changes nothing. One window remains: if
+// the adopter dies between the old one's release and its first read of
+// /dev/fuse, both copies of the descriptor are gone and the mount ends
+// (ENOTCONN), as it would if the one supervisor died.
+//
 // The direct hand-off (the worker reads /dev/fuse itself, the supervisor
 // keeps a duplicate descriptor and the INIT) was rejected: go-fuse keeps
 // the negotiated INIT state private, so a new Server cannot resume a
@@ -110,7 +155,9 @@
 // and stop requests and reports the worker's version. skiff's own worker
 // is the hidden `skiff __worker`; `skiff mount --supervise` runs a
 // supervisor (SIGUSR2 upgrades to --worker-binary, SIGTERM flushes and
-// unmounts).
+// unmounts; --handoff-socket PATH listens for a successor, and
+// `skiff mount --supervise --adopt PATH META_URL MOUNTPOINT` is one: it
+// takes the mount over and exits the old process with status 0).
 //
 // # Known limits
 //
@@ -120,4 +167,7 @@
 //     (after an upgrade the old worker's release frees it); its users get
 //     EBADF.
 //   - Mounting needs CAP_SYS_ADMIN (no fusermount3 path).
+//   - The supervisor process is the one thing that must not die: when it
+//     does (kill -9, its container restarted) the connection ends. Only a
+//     planned replacement goes through the hand-off.
 package supervisor

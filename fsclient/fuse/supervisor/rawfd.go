@@ -171,6 +171,13 @@ func (r *rawFD) shutdown() {
 	}
 }
 
+// reset undoes shutdown once every reader and writer has returned.
+func (r *rawFD) reset() {
+	var b [8]byte
+	unix.Read(r.wake, b[:])
+	r.down.Store(false)
+}
+
 // close shuts r down, waits for its users and closes the descriptor.
 func (r *rawFD) close() {
 	r.shutdown()

@@ -79,7 +79,9 @@ func (s *Supervisor) start(cmd Command, first bool) (*worker, []byte, error) {
 		cr.Close()
 		return nil, nil, err
 	}
-	c := exec.Command(cmd.Path, cmd.Args...)
+	path, arg0 := cmd.argv0()
+	c := exec.Command(path, cmd.Args...)
+	c.Args[0] = arg0
 	c.Env = cmd.Env
 	c.Stdout, c.Stderr = cmd.Stdout, cmd.Stderr
 	if c.Stdout == nil {

@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"time"
 
@@ -29,6 +31,10 @@ type Config struct {
 	AllowOther bool
 	// ReadOnly mounts read-only.
 	ReadOnly bool
+	// ReadAhead is the kernel's read-ahead window for the mount's files,
+	// set on its backing device once mounted (fuse.SetReadAhead; as
+	// root). Default fuse.DefaultReadAhead; negative keeps the kernel's.
+	ReadAhead int
 	// MaxWrite is the largest READ and WRITE request in bytes. Default
 	// 1 MiB; lowered when the relay socket cannot carry it.
 	MaxWrite int
@@ -58,6 +64,10 @@ type Config struct {
 	// Readers is the number of goroutines reading /dev/fuse and each
 	// worker's socket. Default 2.
 	Readers int
+	// HandOffSocket, when set, is a unix socket path where the supervisor
+	// listens for a new supervisor (Adopt) to take the connection over.
+	// Only root may connect (mode 0600).
+	HandOffSocket string
 	// OOMScoreAdj is set on the supervisor (default -999) and
 	// WorkerOOMScoreAdj on each worker (default 1000), so that the OOM
 	// killer picks the worker. Lowering needs CAP_SYS_RESOURCE; failures
@@ -74,6 +84,47 @@ type Command struct {
 	Env []string
 	// Stdout and Stderr of the worker; nil: the supervisor's stderr.
 	Stdout, Stderr io.Writer
+
+	// exe pins the executable that was at Path when the supervisor took
+	// the command: restarts run that file even after another one has been
+	// renamed onto Path (an upgrade delivered in place), so a broken
+	// delivery cannot take the fallback down with it.
+	exe *os.File
+}
+
+// pin opens the command's executable (see Command.exe).
+func (c Command) pin() (Command, error) {
+	if c.exe != nil {
+		return c, nil
+	}
+	f, err := os.Open(c.Path)
+	if err != nil {
+		return c, fmt.Errorf("supervisor: worker binary: %w", err)
+	}
+	defer f.Close()
+	// Well above the descriptors exec.Cmd moves into place in the child
+	// (0-2 and ExtraFiles), which would overwrite a low one before execve.
+	fd, err := unix.FcntlInt(f.Fd(), unix.F_DUPFD_CLOEXEC, 64)
+	if err != nil {
+		return c, fmt.Errorf("supervisor: worker binary %s: %w", c.Path, err)
+	}
+	c.exe = os.NewFile(uintptr(fd), c.Path)
+	return c, nil
+}
+
+// unpin closes the pinned executable.
+func (c Command) unpin() {
+	if c.exe != nil {
+		c.exe.Close()
+	}
+}
+
+// argv0 returns the path to execute and argv[0] for it.
+func (c Command) argv0() (path, arg0 string) {
+	if c.exe == nil {
+		return c.Path, c.Path
+	}
+	return "/proc/self/fd/" + strconv.Itoa(int(c.exe.Fd())), c.Path
 }
 
 func (c *Config) setDefaults() error {
@@ -88,6 +139,9 @@ func (c *Config) setDefaults() error {
 		return err
 	}
 	c.Mountpoint = abs
+	if c.Worker, err = c.Worker.pin(); err != nil {
+		return err
+	}
 	if c.FsName == "" {
 		c.FsName = "skiff"
 	}
@@ -151,10 +205,16 @@ type Supervisor struct {
 	died       chan *worker
 	upgrades   chan upgradeReq
 	shutdowns  chan shutdownReq
+	handoffs   chan *net.UnixConn
 	unmounted  chan struct{} // closed by the first reader seeing ENODEV
 	unmountOne sync.Once
 	done       chan struct{}
 	err        error
+	handedOff  bool // the connection went to another supervisor
+
+	handOffL    *net.UnixListener // nil without Config.HandOffSocket
+	handOffStop chan struct{}     // closed to stop the accept loop
+	accepts     sync.WaitGroup    // the accept loop
 
 	readers sync.WaitGroup // /dev/fuse readers
 
@@ -223,8 +283,8 @@ type shutdownReq struct {
 }
 
 // Start mounts the file system at cfg.Mountpoint, starts the first worker
-// and relays until Shutdown, an unmount, or a crash loop. When it returns
-// the mount answers.
+// and relays until Shutdown, an unmount, a hand-off or a crash loop. When
+// it returns the mount answers.
 func Start(cfg Config) (*Supervisor, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
@@ -232,38 +292,19 @@ func Start(cfg Config) (*Supervisor, error) {
 	if err := fuse.CheckMountpoint(cfg.Mountpoint); err != nil {
 		return nil, err
 	}
-	s := &Supervisor{
-		cfg:       cfg,
-		log:       cfg.Logger.With("mountpoint", cfg.Mountpoint),
-		died:      make(chan *worker),
-		upgrades:  make(chan upgradeReq),
-		shutdowns: make(chan shutdownReq),
-		unmounted: make(chan struct{}),
-		done:      make(chan struct{}),
-	}
-	s.mu.pending = make(map[uint64]*pending)
-	s.mu.interrupts = make(map[uint64][]byte)
-	s.mu.handles = make(map[uint64]fuse.Handle)
-	s.mu.journal = make(map[uint64]*journal)
-	s.mu.synthetic = make(map[uint64]synthReq)
-	if err := setOOMScoreAdj(0, cfg.OOMScoreAdj); err != nil {
-		s.log.Debug("supervisor: cannot set own oom_score_adj", "err", err)
-	}
+	s := newSupervisor(cfg)
 
 	// The relay socket must carry one message of MaxWrite plus headers.
-	probeL, probeR, granted, err := seqpacketPair(4 * cfg.MaxWrite)
+	granted, err := relayBuffer(cfg.MaxWrite)
 	if err != nil {
 		return nil, err
 	}
-	probeL.Close()
-	probeR.Close()
-	s.maxWrite = cfg.MaxWrite
-	if limit := (granted - 32 - 4096) &^ (os.Getpagesize() - 1); limit < s.maxWrite {
+	maxWrite := cfg.MaxWrite
+	if limit := (granted - 32 - 4096) &^ (os.Getpagesize() - 1); limit < maxWrite {
 		s.log.Warn("supervisor: the relay socket's send buffer limits requests; raise net.core.wmem_max or grant CAP_NET_ADMIN", "max_write", limit, "wanted", cfg.MaxWrite)
-		s.maxWrite = max(limit, 64<<10)
+		maxWrite = max(limit, 64<<10)
 	}
-	s.bufSize = s.maxWrite + 4096
-	s.bufs.New = func() any { b := make([]byte, s.bufSize); return &b }
+	s.setMaxWrite(maxWrite)
 
 	dev, err := mountFUSE(&s.cfg, s.maxWrite)
 	if err != nil {
@@ -294,17 +335,77 @@ func Start(cfg Config) (*Supervisor, error) {
 		w.kill()
 		return fail(fmt.Errorf("supervisor: answer FUSE INIT: %w", err))
 	}
+	if cfg.ReadAhead == 0 {
+		cfg.ReadAhead = fuse.DefaultReadAhead
+	}
+	if cfg.ReadAhead > 0 {
+		// No FUSE request: safe before the readers start. Worker restarts
+		// and hand-offs keep the connection, so the setting stays.
+		if err := fuse.SetReadAhead(cfg.Mountpoint, cfg.ReadAhead); err != nil {
+			s.log.Warn("supervisor: cannot set the kernel's read-ahead; sequential reads stay at the kernel's 128 KiB window", "err", err)
+		}
+	}
 	s.current = w
 	s.mu.Lock()
 	s.mu.active = w
 	s.mu.Unlock()
-	for range cfg.Readers {
-		s.readers.Add(1)
-		go s.readKernel()
+	if err := s.listenHandOff(true); err != nil {
+		s.stopWorker(w, 30*time.Second)
+		return fail(err)
 	}
+	s.startReaders()
 	go s.run()
 	s.log.Info("supervisor: mounted", "worker_pid", w.cmd.Process.Pid, "version", w.version)
 	return s, nil
+}
+
+func newSupervisor(cfg Config) *Supervisor {
+	s := &Supervisor{
+		cfg:         cfg,
+		log:         cfg.Logger.With("mountpoint", cfg.Mountpoint),
+		died:        make(chan *worker),
+		upgrades:    make(chan upgradeReq),
+		shutdowns:   make(chan shutdownReq),
+		handoffs:    make(chan *net.UnixConn),
+		handOffStop: make(chan struct{}),
+		unmounted:   make(chan struct{}),
+		done:        make(chan struct{}),
+	}
+	s.mu.pending = make(map[uint64]*pending)
+	s.mu.interrupts = make(map[uint64][]byte)
+	s.mu.handles = make(map[uint64]fuse.Handle)
+	s.mu.journal = make(map[uint64]*journal)
+	s.mu.synthetic = make(map[uint64]synthReq)
+	if err := setOOMScoreAdj(0, cfg.OOMScoreAdj); err != nil {
+		s.log.Debug("supervisor: cannot set own oom_score_adj", "err", err)
+	}
+	return s
+}
+
+// relayBuffer returns the send buffer a relay socket gets when asked for
+// one that carries maxWrite.
+func relayBuffer(maxWrite int) (int, error) {
+	probeL, probeR, granted, err := seqpacketPair(4 * maxWrite)
+	if err != nil {
+		return 0, err
+	}
+	probeL.Close()
+	probeR.Close()
+	return granted, nil
+}
+
+func (s *Supervisor) setMaxWrite(n int) {
+	s.maxWrite = n
+	s.bufSize = s.maxWrite + 4096
+	s.bufs.New = func() any { b := make([]byte, s.bufSize); return &b }
+}
+
+// startReaders starts the goroutines that read /dev/fuse.
+func (s *Supervisor) startReaders() {
+	for range s.cfg.Readers {
+		s.readers.Add(1)
+		go s.readKernel()
+	}
 }
 
 // Mountpoint is the absolute mount point.
@@ -374,7 +475,9 @@ func (s *Supervisor) Shutdown(ctx context.Context) error {
 	r := shutdownReq{ctx: ctx, reply: make(chan error, 1)}
 	select {
 	case s.shutdowns <- r:
-		return <-r.reply
+		err := <-r.reply
+		<-s.done
+		return err
 	case <-s.done:
 		return s.err
 	}
@@ -382,7 +485,13 @@ func (s *Supervisor) Shutdown(ctx context.Context) error {
 
 // run serialises the lifecycle: restarts, upgrades, shutdown.
 func (s *Supervisor) run() {
-	defer close(s.done)
+	defer func() {
+		// The hand-off socket is gone (or the successor's) by the time
+		// Done is closed.
+		s.closeHandOff()
+		s.cfg.Worker.unpin()
+		close(s.done)
+	}()
 	for {
 		select {
 		case w := <-s.died:
@@ -407,6 +516,16 @@ func (s *Supervisor) run() {
 		case r := <-s.shutdowns:
 			r.reply <- s.shutdown(r.ctx)
 			return
+		case c := <-s.handoffs:
+			handed, err := s.handOff(c)
+			if handed {
+				return
+			}
+			if err != nil && s.current == nil {
+				s.err = err
+				s.abort()
+				return
+			}
 		case <-s.unmounted:
 			s.log.Info("supervisor: unmounted; stopping the worker")
 			s.pause()
@@ -460,15 +579,23 @@ func (s *Supervisor) upgrade(cmd Command) (string, error) {
 		s.log.Warn("supervisor: requests still running in the old worker; they go to the new one", "requests", n)
 	}
 	s.stopWorker(old, 30*time.Second)
-	w, err := s.startResume(cmd)
+	cmd, err := cmd.pin()
+	var w *worker
+	if err == nil {
+		if w, err = s.startResume(cmd); err != nil {
+			cmd.unpin()
+			err = fmt.Errorf("supervisor: upgrade to %s: %w", cmd.Path, err)
+		}
+	}
 	if err != nil {
-		s.log.Error("supervisor: upgrade failed; going back to the previous worker command", "path", cmd.Path, "err", err)
+		s.log.Error("supervisor: upgrade failed; going back to the previous worker binary", "path", cmd.Path, "err", err)
 		if err2 := s.replaceStarting(s.cfg.Worker); err2 != nil {
 			s.current = nil
 			return "", errors.Join(err, err2)
 		}
-		return "", fmt.Errorf("supervisor: upgrade to %s: %w", cmd.Path, err)
+		return "", err
 	}
+	s.cfg.Worker.unpin()
 	s.cfg.Worker = cmd
 	s.current = w
 	s.log.Info("supervisor: upgraded", "path", cmd.Path, "version", w.version, "pid", w.cmd.Process.Pid)

@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/skiff-fs/skiff/fsclient/fuse"
 	"github.com/skiff-fs/skiff/fsclient/fuse/supervisor"
 	"github.com/skiff-fs/skiff/fsclient/volume"
 )
@@ -106,6 +107,12 @@ func (l *logBuf) String() string {
 func start(t *testing.T, metaURL string) (*supervisor.Supervisor, *logBuf) {
 	t.Helper()
 	logs := &logBuf{}
+	return startCmd(t, workerCmd(t, "v1", metaURL, logs), logs), logs
+}
+
+// startCmd mounts a supervisor running worker.
+func startCmd(t *testing.T, worker supervisor.Command, logs *logBuf) *supervisor.Supervisor {
+	t.Helper()
 	mp := filepath.Join(t.TempDir(), "mnt")
 	if err := os.Mkdir(mp, 0o755); err != nil {
 		t.Fatal(err)
@@ -113,7 +120,7 @@ func start(t *testing.T, metaURL string) (*supervisor.Supervisor, *logBuf) {
 	s, err := supervisor.Start(supervisor.Config{
 		Mountpoint:   mp,
 		AllowOther:   true,
-		Worker:       workerCmd(t, "v1", metaURL, logs),
+		Worker:       worker,
 		Logger:       slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo})),
 		StartTimeout: 30 * time.Second,
 	})
@@ -135,7 +142,7 @@ func start(t *testing.T, metaURL string) (*supervisor.Supervisor, *logBuf) {
 		}
 		syscall.Unmount(mp, syscall.MNT_DETACH) // no-op when gone
 	})
-	return s, logs
+	return s
 }
 
 const (
@@ -506,4 +513,66 @@ func childOf(t *testing.T, pid int) int {
 	}
 	t.Fatal("the supervisor has no worker process")
 	return 0
+}
+
+// An upgrade delivered in place (a new binary renamed onto the worker's
+// path) that does not start leaves the mount with the binary the
+// supervisor was running, for the fallback and for later restarts.
+func TestBrokenDeliveryKeepsPinnedBinary(t *testing.T) {
+	metaURL := newVolume(t)
+	dir := t.TempDir()
+	path := filepath.Join(dir, "skiff")
+	deliver := func(data []byte) {
+		t.Helper()
+		tmp := path + ".new"
+		if err := os.WriteFile(tmp, data, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, path); err != nil {
+			t.Fatal(err)
+		}
+	}
+	v1, err := os.ReadFile(skiffBinary(t, "v1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	deliver(v1)
+	logs := &logBuf{}
+	cmd := supervisor.Command{Path: path, Args: []string{"__worker", metaURL}, Stderr: logs}
+	s := startCmd(t, cmd, logs)
+	file := filepath.Join(s.Mountpoint(), "f")
+	if err := os.WriteFile(file, []byte("before"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	deliver([]byte("#!/bin/sh\nexit 3\n"))
+	if _, err := s.Upgrade(context.Background(), cmd); err == nil {
+		t.Fatal("upgrade to a broken binary succeeded")
+	}
+	if v := s.WorkerVersion(); v != "v1" {
+		t.Fatalf("after a failed upgrade the worker is %q, want v1 (the pinned binary)", v)
+	}
+	// A crash now restarts the pinned binary too, not the broken file.
+	gen := s.Generation()
+	killWorker(t, s)
+	waitGeneration(t, s, gen+1)
+	if v := s.WorkerVersion(); v != "v1" {
+		t.Fatalf("after a crash the worker is %q, want v1", v)
+	}
+	// The read-ahead the supervisor set on the mount survives restarts.
+	if ra, err := fuse.ReadAhead(s.Mountpoint()); err != nil || ra != fuse.DefaultReadAhead {
+		t.Errorf("read-ahead after a restart: %d, %v; want %d", ra, err, fuse.DefaultReadAhead)
+	}
+	if b, err := os.ReadFile(file); err != nil || string(b) != "before" {
+		t.Fatalf("read after the failed upgrade: %q, %v", b, err)
+	}
+
+	v2, err := os.ReadFile(skiffBinary(t, "v2"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	deliver(v2)
+	if v, err := s.Upgrade(context.Background(), cmd); err != nil || v != "v2" {
+		t.Fatalf("upgrade to a good delivery: %q, %v", v, err)
+	}
 }

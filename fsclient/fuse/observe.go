@@ -1,0 +1,340 @@
+package fuse
+
+import (
+	"syscall"
+	"time"
+
+	gofuse "github.com/hanwen/go-fuse/v2/fuse"
+)
+
+// OpObserver is told about every FUSE operation served.
+//
+// ObserveOp is called once per operation, after the operation's answer
+// was computed and before it is sent to the kernel, with the operation's
+// lower-case name ("lookup", "getattr", "read", "write", "forget", ...;
+// see Ops), the time spent serving it, and its errno (0 on success).
+// Operations without an answer (forget, release, releasedir) report 0.
+// It is called from many goroutines at once and must not block.
+type OpObserver interface {
+	ObserveOp(op string, d time.Duration, errno syscall.Errno)
+}
+
+// Ops lists every operation name an OpObserver may be told about, so
+// that metrics can be registered up front.
+var Ops = []string{
+	"lookup", "forget", "getattr", "setattr", "mknod", "mkdir", "unlink",
+	"rmdir", "rename", "link", "symlink", "readlink", "access", "getxattr",
+	"listxattr", "setxattr", "removexattr", "create", "tmpfile", "open",
+	"read", "lseek", "getlk", "setlk", "setlkw", "release", "write",
+	"copyfilerange", "ioctl", "flush", "fsync", "fallocate", "opendir",
+	"readdir", "readdirplus", "releasedir", "fsyncdir", "statfs", "statx",
+}
+
+// observed times every operation of fs and reports it to o.
+type observed struct {
+	fs gofuse.RawFileSystem
+	o  OpObserver
+}
+
+// observe wraps fs so that o sees every operation; a nil o returns fs
+// itself (no cost).
+func observe(fs gofuse.RawFileSystem, o OpObserver) gofuse.RawFileSystem {
+	if o == nil {
+		return fs
+	}
+	return &observed{fs: fs, o: o}
+}
+
+var _ gofuse.RawFileSystem = (*observed)(nil)
+
+func (w *observed) done(op string, t0 time.Time, st gofuse.Status) {
+	var errno syscall.Errno
+	if st != gofuse.OK {
+		errno = syscall.Errno(st)
+	}
+	w.o.ObserveOp(op, time.Since(t0), errno)
+}
+
+func (w *observed) String() string        { return w.fs.String() }
+func (w *observed) SetDebug(debug bool)   { w.fs.SetDebug(debug) }
+func (w *observed) Init(s *gofuse.Server) { w.fs.Init(s) }
+func (w *observed) OnUnmount()            { w.fs.OnUnmount() }
+func (w *observed) Forget(nodeid, n uint64) {
+	t0 := time.Now()
+	w.fs.Forget(nodeid, n)
+	w.done("forget", t0, gofuse.OK)
+}
+func (w *observed) ReleaseDir(in *gofuse.ReleaseIn) {
+	t0 := time.Now()
+	w.fs.ReleaseDir(in)
+	w.done("releasedir", t0, gofuse.OK)
+}
+
+func (w *observed) Release(cancel <-chan struct{}, in *gofuse.ReleaseIn) {
+	t0 := time.Now()
+	w.fs.Release(cancel, in)
+	w.done("release", t0, gofuse.OK)
+}
+
+func (w *observed) Lookup(cancel <-chan struct{}, h *gofuse.InHeader, name string, out *gofuse.EntryOut) gofuse.Status {
+	t0 := time.Now()
+	st := w.fs.Lookup(cancel, h, name, out)
+	w.done("lookup", t0, st)
+	return st
+}
+
+func (w *observed) GetAttr(cancel <-chan struct{}, in *gofuse.GetAttrIn, out *gofuse.AttrOut) gofuse.Status {
+	t0 := time.Now()
+	st := w.fs.GetAttr(cancel, in, out)
+	w.done("getattr", t0, st)
+	return st
+}
+
+func (w *observed) SetAttr(cancel <-chan struct{}, in *gofuse.SetAttrIn, out *gofuse.AttrOut) gofuse.Status {
+	t0 := time.Now()
+	st := w.fs.SetAttr(cancel, in, out)
+	w.done("setattr", t0, st)
+	return st
+}
+
+func (w *observed) Mknod(cancel <-chan struct{}, in *gofuse.MknodIn, name string, out *gofuse.EntryOut) gofuse.Status {
+	t0 := time.Now()
+	st := w.fs.Mknod(cancel, in, name, out)
+	w.done("mknod", t0, st)
+	return st
+}
+
+func (w *observed) Mkdir(cancel <-chan struct{}, in *gofuse.MkdirIn, name string, out *gofuse.EntryOut) gofuse.Status {
+	t0 := time.Now()
+	st := w.fs.Mkdir(cancel, in, name, out)
+	w.done("mkdir", t0, st)
+	return st
+}
+
+func (w *observed) Unlink(cancel <-chan struct{}, h *gofuse.InHeader, name string) gofuse.Status {
+	t0 := time.Now()
+	st := w.fs.Unlink(cancel, h, name)
+	w.done("unlink", t0, st)
+	return st
+}
+
+func (w *observed) Rmdir(cancel <-chan struct{}, h *gofuse.InHeader, name string) gofuse.Status {
+	t0 := time.Now()
+	st := w.fs.Rmdir(cancel, h, name)
+	w.done("rmdir", t0, st)
+	return st
+}
+
+func (w *observed) Rename(cancel <-chan struct{}, in *gofuse.RenameIn, oldName, newName string) gofuse.Status {
+	t0 := time.Now()
+	st := w.fs.Rename(cancel, in, oldName, newName)
+	w.done("rename", t0, st)
+	return st
+}
+
+func (w *observed) Link(cancel <-chan struct{}, in *gofuse.LinkIn, name string, out *gofuse.EntryOut) gofuse.Status {
+	t0 := time.Now()
+	st := w.fs.Link(cancel, in, name, out)
+	w.done("link", t0, st)
+	return st
+}
+
+func (w *observed) Symlink(cancel <-chan struct{}, h *gofuse.InHeader, target, name string, out *gofuse.EntryOut) gofuse.Status {
+	t0 := time.Now()
+	st := w.fs.Symlink(cancel, h, target, name, out)
+	w.done("symlink", t0, st)
+	return st
+}
+
+func (w *observed) Readlink(cancel <-chan struct{}, h *gofuse.InHeader) ([]byte, gofuse.Status) {
+	t0 := time.Now()
+	b, st := w.fs.Readlink(cancel, h)
+	w.done("readlink", t0, st)
+	return b, st
+}
+
+func (w *observed) Access(cancel <-chan struct{}, in *gofuse.AccessIn) gofuse.Status {
+	t0 := time.Now()
+	st := w.fs.Access(cancel, in)
+	w.done("access", t0, st)
+	return st
+}
+
+func (w *observed) GetXAttr(cancel <-chan struct{}, h *gofuse.InHeader, attr string, dest []byte) (uint32, gofuse.Status) {
+	t0 := time.Now()
+	n, st := w.fs.GetXAttr(cancel, h, attr, dest)
+	w.done("getxattr", t0, st)
+	return n, st
+}
+
+func (w *observed) ListXAttr(cancel <-chan struct{}, h *gofuse.InHeader, dest []byte) (uint32, gofuse.Status) {
+	t0 := time.Now()
+	n, st := w.fs.ListXAttr(cancel, h, dest)
+	w.done("listxattr", t0, st)
+	return n, st
+}
+
+func (w *observed) SetXAttr(cancel <-chan struct{}, in *gofuse.SetXAttrIn, attr string, data []byte) gofuse.Status {
+	t0 := time.Now()
+	st := w.fs.SetXAttr(cancel, in, attr, data)
+	w.done("setxattr", t0, st)
+	return st
+}
+
+func (w *observed) RemoveXAttr(cancel <-chan struct{}, h *gofuse.InHeader, attr string) gofuse.Status {
+	t0 := time.Now()
+	st := w.fs.RemoveXAttr(cancel, h, attr)
+	w.done("removexattr", t0, st)
+	return st
+}
+
+func (w *observed) Create(cancel <-chan struct{}, in *gofuse.CreateIn, name string, out *gofuse.CreateOut) gofuse.Status {
+	t0 := time.Now()
+	st := w.fs.Create(cancel, in, name, out)
+	w.done("create", t0, st)
+	return st
+}
+
+func (w *observed) Tmpfile(cancel <-chan struct{}, in *gofuse.CreateIn, out *gofuse.CreateOut) gofuse.Status {
+	t0 := time.Now()
+	st := w.fs.Tmpfile(cancel, in, out)
+	w.done("tmpfile", t0, st)
+	return st
+}
+
+func (w *observed) Open(cancel <-chan struct{}, in *gofuse.OpenIn, out *gofuse.OpenOut) gofuse.Status {
+	t0 := time.Now()
+	st := w.fs.Open(cancel, in, out)
+	w.done("open", t0, st)
+	return st
+}
+
+func (w *observed) Read(cancel <-chan struct{}, in *gofuse.ReadIn, buf []byte) (gofuse.ReadResult, gofuse.Status) {
+	t0 := time.Now()
+	r, st := w.fs.Read(cancel, in, buf)
+	w.done("read", t0, st)
+	return r, st
+}
+
+func (w *observed) Lseek(cancel <-chan struct{}, in *gofuse.LseekIn, out *gofuse.LseekOut) gofuse.Status {
+	t0 := time.Now()
+	st := w.fs.Lseek(cancel, in, out)
+	w.done("lseek", t0, st)
+	return st
+}
+
+func (w *observed) GetLk(cancel <-chan struct{}, in *gofuse.LkIn, out *gofuse.LkOut) gofuse.Status {
+	t0 := time.Now()
+	st := w.fs.GetLk(cancel, in, out)
+	w.done("getlk", t0, st)
+	return st
+}
+
+func (w *observed) SetLk(cancel <-chan struct{}, in *gofuse.LkIn) gofuse.Status {
+	t0 := time.Now()
+	st := w.fs.SetLk(cancel, in)
+	w.done("setlk", t0, st)
+	return st
+}
+
+func (w *observed) SetLkw(cancel <-chan struct{}, in *gofuse.LkIn) gofuse.Status {
+	t0 := time.Now()
+	st := w.fs.SetLkw(cancel, in)
+	w.done("setlkw", t0, st)
+	return st
+}
+
+func (w *observed) Write(cancel <-chan struct{}, in *gofuse.WriteIn, data []byte) (uint32, gofuse.Status) {
+	t0 := time.Now()
+	n, st := w.fs.Write(cancel, in, data)
+	w.done("write", t0, st)
+	return n, st
+}
+
+// Writev is go-fuse's first try at a WRITE; on ENOSYS it calls Write,
+// which reports the operation, so an ENOSYS here is not reported.
+func (w *observed) Writev(cancel <-chan struct{}, in *gofuse.WriteIn, data [][]byte) (uint32, gofuse.Status) {
+	t0 := time.Now()
+	n, st := w.fs.Writev(cancel, in, data)
+	if st != gofuse.ENOSYS {
+		w.done("write", t0, st)
+	}
+	return n, st
+}
+
+func (w *observed) CopyFileRange(cancel <-chan struct{}, in *gofuse.CopyFileRangeIn) (uint32, gofuse.Status) {
+	t0 := time.Now()
+	n, st := w.fs.CopyFileRange(cancel, in)
+	w.done("copyfilerange", t0, st)
+	return n, st
+}
+
+func (w *observed) Ioctl(cancel <-chan struct{}, in *gofuse.IoctlIn, inbuf []byte, out *gofuse.IoctlOut, outbuf []byte) gofuse.Status {
+	t0 := time.Now()
+	st := w.fs.Ioctl(cancel, in, inbuf, out, outbuf)
+	w.done("ioctl", t0, st)
+	return st
+}
+
+func (w *observed) Flush(cancel <-chan struct{}, in *gofuse.FlushIn) gofuse.Status {
+	t0 := time.Now()
+	st := w.fs.Flush(cancel, in)
+	w.done("flush", t0, st)
+	return st
+}
+
+func (w *observed) Fsync(cancel <-chan struct{}, in *gofuse.FsyncIn) gofuse.Status {
+	t0 := time.Now()
+	st := w.fs.Fsync(cancel, in)
+	w.done("fsync", t0, st)
+	return st
+}
+
+func (w *observed) Fallocate(cancel <-chan struct{}, in *gofuse.FallocateIn) gofuse.Status {
+	t0 := time.Now()
+	st := w.fs.Fallocate(cancel, in)
+	w.done("fallocate", t0, st)
+	return st
+}
+
+func (w *observed) OpenDir(cancel <-chan struct{}, in *gofuse.OpenIn, out *gofuse.OpenOut) gofuse.Status {
+	t0 := time.Now()
+	st := w.fs.OpenDir(cancel, in, out)
+	w.done("opendir", t0, st)
+	return st
+}
+
+func (w *observed) ReadDir(cancel <-chan struct{}, in *gofuse.ReadIn, out *gofuse.DirEntryList) gofuse.Status {
+	t0 := time.Now()
+	st := w.fs.ReadDir(cancel, in, out)
+	w.done("readdir", t0, st)
+	return st
+}
+
+func (w *observed) ReadDirPlus(cancel <-chan struct{}, in *gofuse.ReadIn, out *gofuse.DirEntryList) gofuse.Status {
+	t0 := time.Now()
+	st := w.fs.ReadDirPlus(cancel, in, out)
+	w.done("readdirplus", t0, st)
+	return st
+}
+
+func (w *observed) FsyncDir(cancel <-chan struct{}, in *gofuse.FsyncIn) gofuse.Status {
+	t0 := time.Now()
+	st := w.fs.FsyncDir(cancel, in)
+	w.done("fsyncdir", t0, st)
+	return st
+}
+
+func (w *observed) StatFs(cancel <-chan struct{}, h *gofuse.InHeader, out *gofuse.StatfsOut) gofuse.Status {
+	t0 := time.Now()
+	st := w.fs.StatFs(cancel, h, out)
+	w.done("statfs", t0, st)
+	return st
+}
+
+func (w *observed) Statx(cancel <-chan struct{}, in *gofuse.StatxIn, out *gofuse.StatxOut) gofuse.Status {
+	t0 := time.Now()
+	st := w.fs.Statx(cancel, in, out)
+	w.done("statx", t0, st)
+	return st
+}

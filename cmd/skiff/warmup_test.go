@@ -91,7 +91,7 @@ func TestWarmup(t *testing.T) {
 	cacheDir := t.TempDir()
 	warm := func(args ...string) string {
 		t.Helper()
-		return mustRun(t, nil, append([]string{"warmup", "--cache-dir", cacheDir, "--threads", "4", url}, args...)...)
+		return mustRun(t, nil, append([]string{"warmup", "--cache-dir", cacheDir, "--cache-free-ratio", "0", "--threads", "4", url}, args...)...)
 	}
 	if out := warm("/data", "--check"); !strings.Contains(out, "2 files, 5 blocks") || !strings.Contains(out, "0 blocks (0 B) cached, 0.0%") {
 		t.Errorf("check before warmup: %s", out)
@@ -163,7 +163,7 @@ func TestWarmupInsideMount(t *testing.T) {
 	cacheDir := t.TempDir()
 	mp := filepath.Join(t.TempDir(), "mnt")
 	os.Mkdir(mp, 0o755)
-	out, done := startMount(t, "--cache-dir", cacheDir, url, mp)
+	out, done := startMount(t, "--cache-dir", cacheDir, "--cache-free-ratio", "0", url, mp)
 	warm := func(args ...string) (string, error) {
 		w := newWarmup(&globals{})
 		var b bytes.Buffer

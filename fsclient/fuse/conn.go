@@ -13,6 +13,7 @@ import (
 	"syscall"
 
 	gofuse "github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
 
 	"github.com/skiff-fs/skiff/fsclient/meta"
 	"github.com/skiff-fs/skiff/fsclient/vfs"
@@ -332,4 +333,32 @@ func (h *handleFS) SetAttr(cancel <-chan struct{}, in *gofuse.SetAttrIn, out *go
 		in.Fh = h.vfh(in.Fh)
 	}
 	return h.fileSystem.SetAttr(cancel, in, out)
+}
+
+// PollHackFh is the handle go-fuse gives its poll-hack file (see
+// DisablePoll): it never reaches the file system.
+const PollHackFh = ^uint64(0)
+
+// DisablePoll makes the kernel learn, once per connection, that the file
+// system does not support FUSE_POLL: it opens go-fuse's hack file at the
+// root of the mount and polls it with plain system calls, go-fuse
+// answers ENOSYS, and the kernel never sends POLL again.
+//
+// A Go process that serves a connection (or relays one) and also opens
+// files on that mount needs it before its first os.Open there: the
+// runtime registers every opened file with epoll, epoll_ctl on a FUSE
+// file sends POLL and waits for the answer in a state the runtime cannot
+// preempt, and a garbage collection that stops the world meanwhile stops
+// the goroutines that would answer — a deadlock. fuse.Mount does this
+// itself (go-fuse's WaitMount); ServeConn's owner must.
+func DisablePoll(mountpoint string) error {
+	fd, err := syscall.Open(mountpoint+"/.go-fuse-epoll-hack", syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("disable FUSE poll on %s: %w", mountpoint, err)
+	}
+	defer syscall.Close(fd)
+	if _, err := unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}, 0); err != nil {
+		return fmt.Errorf("disable FUSE poll on %s: %w", mountpoint, err)
+	}
+	return nil
 }

@@ -102,14 +102,10 @@ func TestServeConnObserved(t *testing.T) {
 	// This process serves the mount and uses it: before Go's runtime
 	// registers a file of the mount with epoll (os.Open does), the kernel
 	// must have learnt that POLL is not supported, or epoll_ctl waits for
-	// a POLL answer that may need the thread it blocks. go-fuse answers
-	// POLL of its hack file with ENOSYS; raw system calls trigger it.
-	pfd, err := syscall.Open(filepath.Join(mnt, ".go-fuse-epoll-hack"), syscall.O_RDONLY, 0)
-	if err != nil {
+	// a POLL answer that may need the thread it blocks (DisablePoll).
+	if err := fuse.DisablePoll(mnt); err != nil {
 		t.Fatal(err)
 	}
-	unix.Poll([]unix.PollFd{{Fd: int32(pfd), Events: unix.POLLIN}}, 0)
-	syscall.Close(pfd)
 
 	if err := fuse.SetReadAhead(mnt, 2<<20); err != nil {
 		t.Fatal(err)

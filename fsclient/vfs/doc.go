@@ -35,16 +35,25 @@
 //
 // # Cache coherence
 //
-// vfs caches no metadata: every Lookup and GetAttr reads meta; the kernel
-// caches for Config.AttrTimeout / EntryTimeout / DirEntryTimeout. For an
-// open inode, attributes read from meta that show another size or mtime
-// than this client knew (another client wrote or truncated it) drop the
-// reader's cached slice views. The kernel's page cache of a file is
-// dropped at an open (no keep-cache) unless meta shows the file with the
-// same size, mtime and ctime as when an earlier handle of this client,
-// since released, was opened (KeepCache; see pagecache.go): a change by
-// any client moves ctime, so close-to-open consistency between clients
-// holds while unchanged files keep their cached pages across opens.
+// vfs caches almost no metadata: every Lookup and GetAttr reads meta; the
+// kernel caches for Config.AttrTimeout / EntryTimeout / DirEntryTimeout.
+// For an open inode, attributes read from meta that show another size or
+// mtime than this client knew (another client wrote or truncated it) drop
+// the reader's cached slice views. The one exception is the
+// security.capability xattr, which the kernel reads before every write:
+// an open file keeps meta's answer for the caller who asked, dropped when
+// this client changes the inode's xattrs, mode, owner, size or
+// allocation, and when attributes read from meta show another ctime (any
+// client's xattr change, chmod or chown moves it; see xattr.go). Another
+// client's change is thus seen at the latest at the next open, like its
+// data.
+//
+// The kernel's page cache of a file is dropped at an open (no
+// keep-cache) unless meta shows the file with the same size, mtime and
+// ctime as when an earlier handle of this client, since released, was
+// opened (KeepCache; see pagecache.go): a change by any client moves
+// ctime, so close-to-open consistency between clients holds while
+// unchanged files keep their cached pages across opens.
 //
 // # Directory handles
 //

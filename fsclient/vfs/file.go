@@ -40,10 +40,15 @@ type openFile struct {
 		posix    map[uint64]bool   // lock owners holding POSIX locks
 		flock    map[uint64]bool   // lock owners holding flocks
 		released bool
+
+		ctime   int64       // meta's ctime (ns) in the attributes seen last
+		capsGen uint64      // moves whenever caps is dropped
+		caps    *capsAnswer // meta's last answer for capsXattr, or nil
 	}
 }
 
 func mtimeNs(a *Attr) int64 { return a.Mtime*1e9 + int64(a.Mtimensec) }
+func ctimeNs(a *Attr) int64 { return a.Ctime*1e9 + int64(a.Ctimensec) }
 
 // saw reconciles attributes just read from meta. While writes are not
 // flushed, the size is at least what this client has written. Otherwise a
@@ -53,6 +58,11 @@ func (of *openFile) saw(a *Attr) {
 	of.mu.Lock()
 	defer of.mu.Unlock()
 	of.mu.mode = a.Mode
+	if ct := ctimeNs(a); ct != of.mu.ctime {
+		// An xattr, the owner or the mode may have changed.
+		of.dropCapsLocked()
+		of.mu.ctime = ct
+	}
 	if a.Typ != meta.TypeFile {
 		return
 	}
@@ -134,7 +144,7 @@ func (v *VFS) newHandle(ino meta.Ino, flags uint32, a *Attr, oc openCache) *hand
 	of := v.mu.files[ino]
 	if of == nil {
 		of = &openFile{ino: ino, r: v.cs.NewReader(uint64(ino), v.cm)}
-		of.mu.size, of.mu.mtime, of.mu.mode = a.Size, mtimeNs(a), a.Mode
+		of.mu.size, of.mu.mtime, of.mu.mode, of.mu.ctime = a.Size, mtimeNs(a), a.Mode, ctimeNs(a)
 		v.mu.files[ino] = of
 	}
 	of.refs++
@@ -291,6 +301,7 @@ func (v *VFS) killPriv(ctx context.Context, of *openFile) error {
 	}
 	of.mu.Lock()
 	of.mu.mode = a.Mode
+	of.dropCapsLocked()
 	of.mu.Unlock()
 	return nil
 }
@@ -398,6 +409,7 @@ func (v *VFS) truncate(ctx context.Context, c Caller, ino meta.Ino, h *handle, s
 	if of != nil {
 		of.mu.Lock()
 		of.mu.size, of.mu.mtime, of.mu.mode = a.Size, mtimeNs(&a), a.Mode
+		of.dropCapsLocked()
 		of.mu.Unlock()
 		of.r.InvalidateAll()
 	}
@@ -446,6 +458,7 @@ func (v *VFS) Fallocate(ctx context.Context, c Caller, fh uint64, mode uint32, o
 	}
 	of.mu.Lock()
 	of.mu.size, of.mu.mtime = a.Size, mtimeNs(&a)
+	of.dropCapsLocked()
 	of.mu.Unlock()
 	of.r.InvalidateAll()
 	return nil

@@ -382,9 +382,30 @@ func (v *VFS) Access(ctx context.Context, c Caller, ino Ino, mask uint32) error 
 // StatFS returns the volume's capacity and usage.
 func (v *VFS) StatFS(ctx context.Context) (StatFS, error) { return v.m.StatFS(ctx) }
 
-// GetXattr returns an extended attribute (ENODATA when missing).
+// GetXattr returns an extended attribute (ENODATA when missing). The
+// answer for security.capability of a file open here may come from the
+// open file (see xattr.go).
 func (v *VFS) GetXattr(ctx context.Context, c Caller, ino Ino, name string) ([]byte, error) {
-	return v.m.GetXattr(ctx, c, v.in(ino), name)
+	real := v.in(ino)
+	of := (*openFile)(nil)
+	if name == capsXattr {
+		of = v.file(real)
+	}
+	if of == nil {
+		return v.m.GetXattr(ctx, c, real, name)
+	}
+	if val, ok := of.cachedCaps(&c); ok {
+		if val == nil {
+			return nil, syscall.ENODATA
+		}
+		return val, nil
+	}
+	gen := of.capsGeneration()
+	val, err := v.m.GetXattr(ctx, c, real, name)
+	if err == nil || errors.Is(err, syscall.ENODATA) {
+		of.rememberCaps(gen, &c, val)
+	}
+	return val, err
 }
 
 // ListXattr lists the names of ino's extended attributes.
@@ -398,7 +419,9 @@ func (v *VFS) SetXattr(ctx context.Context, c Caller, ino Ino, name string, valu
 	if err := v.roErr(); err != nil {
 		return err
 	}
-	return v.m.SetXattr(ctx, c, v.in(ino), name, value, flags)
+	err := v.m.SetXattr(ctx, c, v.in(ino), name, value, flags)
+	v.xattrChanged(v.in(ino))
+	return err
 }
 
 // RemoveXattr removes an extended attribute (ENODATA when missing).
@@ -406,5 +429,7 @@ func (v *VFS) RemoveXattr(ctx context.Context, c Caller, ino Ino, name string) e
 	if err := v.roErr(); err != nil {
 		return err
 	}
-	return v.m.RemoveXattr(ctx, c, v.in(ino), name)
+	err := v.m.RemoveXattr(ctx, c, v.in(ino), name)
+	v.xattrChanged(v.in(ino))
+	return err
 }

@@ -142,7 +142,11 @@
 // poll(2), never through the Go runtime's epoll: a Go program that opens
 // a file on a FUSE mount makes the runtime epoll_ctl it, which sends
 // FUSE_POLL and holds the epoll lock until the answer comes — through
-// the relay. The process that hosts a Supervisor must still not keep
+// the relay. Start therefore switches POLL off for the connection at once
+// (fuse.DisablePoll: the worker's go-fuse answers ENOSYS, and the kernel
+// never asks again): otherwise a process hosting a Supervisor that opens
+// a file on its own mount can freeze, its thread waiting in epoll_ctl
+// while a garbage collection waits for that thread. The process that hosts a Supervisor must still not keep
 // files open on its own mount across a worker restart: forking the new
 // worker makes the child close (and so FLUSH) them before exec, while
 // the mount is paused.

@@ -475,6 +475,9 @@ func (s *Supervisor) replied(w *worker, oh outHeader, reply []byte) {
 }
 
 func (s *Supervisor) addHandle(h fuse.Handle) {
+	if h.Fh == fuse.PollHackFh {
+		return // go-fuse's own; no worker needs it again
+	}
 	s.mu.handles[h.Fh] = h
 	s.mu.maxFh = max(s.mu.maxFh, h.Fh)
 }

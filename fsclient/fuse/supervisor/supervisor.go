@@ -355,6 +355,11 @@ func Start(cfg Config) (*Supervisor, error) {
 	}
 	s.startReaders()
 	go s.run()
+	// Once per connection, so that no Go process opening files on the
+	// mount (this one included) waits on a POLL in epoll_ctl.
+	if err := fuse.DisablePoll(cfg.Mountpoint); err != nil {
+		s.log.Warn("supervisor: cannot switch FUSE poll off", "err", err)
+	}
 	s.log.Info("supervisor: mounted", "worker_pid", w.cmd.Process.Pid, "version", w.version)
 	return s, nil
 }

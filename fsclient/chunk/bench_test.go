@@ -32,30 +32,12 @@ func BenchmarkChunkStore(b *testing.B) {
 		b.SetBytes(benchSize)
 		b.ResetTimer()
 		for range b.N {
-			ino := e.create()
-			w := e.s.NewWriter(ino, e.meta)
-			for off := int64(0); off < benchSize; off += benchIO {
-				if _, err := w.WriteAt(e.ctx, data, off); err != nil {
-					b.Fatal(err)
-				}
-			}
-			if err := w.Close(e.ctx); err != nil {
-				b.Fatal(err)
-			}
+			writeFile(b, e, data, benchSize)
 		}
 	})
 	b.Run("read", func(b *testing.B) {
 		e := newEnv(b, chunk.Config{BlockSize: slice.DefaultBlockSize}, nil)
-		ino := e.create()
-		w := e.s.NewWriter(ino, e.meta)
-		for off := int64(0); off < benchSize; off += benchIO {
-			if _, err := w.WriteAt(e.ctx, data, off); err != nil {
-				b.Fatal(err)
-			}
-		}
-		if err := w.Close(e.ctx); err != nil {
-			b.Fatal(err)
-		}
+		ino := writeFile(b, e, data, benchSize)
 		p := make([]byte, benchIO)
 		b.SetBytes(benchSize)
 		b.ResetTimer()

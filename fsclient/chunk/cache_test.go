@@ -392,16 +392,7 @@ func BenchmarkCachedRead(b *testing.B) {
 	}{{"disk", -1}, {"memory", 2 * benchSize}} {
 		b.Run(tc.name, func(b *testing.B) {
 			e := newCachedEnv(b, chunk.Config{BlockSize: slice.DefaultBlockSize, CacheWrites: true}, cache.Config{MemSize: tc.mem})
-			ino := e.create()
-			w := e.s.NewWriter(ino, e.meta)
-			for off := int64(0); off < benchSize; off += benchIO {
-				if _, err := w.WriteAt(e.ctx, data, off); err != nil {
-					b.Fatal(err)
-				}
-			}
-			if err := w.Close(e.ctx); err != nil {
-				b.Fatal(err)
-			}
+			ino := writeFile(b, e.env, data, benchSize)
 			p := make([]byte, benchIO)
 			before := e.g.gets.Load()
 			b.SetBytes(benchSize)

@@ -198,3 +198,20 @@ func (g *gated) Put(ctx context.Context, key string, data []byte) error {
 	}
 	return g.Store.Put(ctx, key, data)
 }
+
+// writeFile writes size bytes to a new file, data again and again in
+// writes of benchIO bytes (len(data) must be benchIO), and closes it.
+func writeFile(tb testing.TB, e *env, data []byte, size int64) uint64 {
+	tb.Helper()
+	ino := e.create()
+	w := e.s.NewWriter(ino, e.meta)
+	for off := int64(0); off < size; off += benchIO {
+		if _, err := w.WriteAt(e.ctx, data, off); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	if err := w.Close(e.ctx); err != nil {
+		tb.Fatal(err)
+	}
+	return ino
+}

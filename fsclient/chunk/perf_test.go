@@ -24,18 +24,7 @@ import (
 // warmFile writes benchSize bytes through a Store that caches written
 // blocks, so every block is in the cache's disk tier.
 func warmFile(b *testing.B, e *cachedEnv, data []byte) uint64 {
-	b.Helper()
-	ino := e.create()
-	w := e.s.NewWriter(ino, e.meta)
-	for off := int64(0); off < benchSize; off += benchIO {
-		if _, err := w.WriteAt(e.ctx, data, off); err != nil {
-			b.Fatal(err)
-		}
-	}
-	if err := w.Close(e.ctx); err != nil {
-		b.Fatal(err)
-	}
-	return ino
+	return writeFile(b, e.env, data, benchSize)
 }
 
 // plainFile writes the same bytes to a plain file next to the cache.
@@ -275,16 +264,7 @@ func BenchmarkWritePeakMemory(b *testing.B) {
 			var peaks []float64
 			for range b.N {
 				h := sampleHeap()
-				ino := e.create()
-				w := e.s.NewWriter(ino, e.meta)
-				for off := int64(0); off < total; off += benchIO {
-					if _, err := w.WriteAt(e.ctx, data, off); err != nil {
-						b.Fatal(err)
-					}
-				}
-				if err := w.Close(e.ctx); err != nil {
-					b.Fatal(err)
-				}
+				writeFile(b, e, data, total)
 				peaks = append(peaks, float64(h.done())/(1<<20))
 			}
 			sort.Float64s(peaks)

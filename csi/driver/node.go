@@ -80,6 +80,23 @@ func parseBool(ctx map[string]string, key string) (bool, error) {
 	return b, nil
 }
 
+// lockPath checks an unstage or unpublish request's volume id and path
+// (what names it in errors), and takes the volume's lock.
+func (d *Driver) lockPath(id, what, p string) (string, func(), error) {
+	if id == "" {
+		return "", nil, status.Error(codes.InvalidArgument, "no volume id")
+	}
+	abs, err := absPath(what, p)
+	if err != nil {
+		return "", nil, err
+	}
+	unlock, err := d.lock(id)
+	if err != nil {
+		return "", nil, err
+	}
+	return abs, unlock, nil
+}
+
 func absPath(what, p string) (string, error) {
 	if p == "" {
 		return "", status.Errorf(codes.InvalidArgument, "no %s", what)
@@ -157,14 +174,7 @@ func (d *Driver) NodeStageVolume(ctx context.Context, req *csi.NodeStageVolumeRe
 // the staging mount is shared by every publication of the volume on the
 // node, and goes away with the last.
 func (d *Driver) NodeUnstageVolume(ctx context.Context, req *csi.NodeUnstageVolumeRequest) (*csi.NodeUnstageVolumeResponse, error) {
-	if req.GetVolumeId() == "" {
-		return nil, status.Error(codes.InvalidArgument, "no volume id")
-	}
-	staging, err := absPath("staging target path", req.GetStagingTargetPath())
-	if err != nil {
-		return nil, err
-	}
-	unlock, err := d.lock(req.GetVolumeId())
+	staging, unlock, err := d.lockPath(req.GetVolumeId(), "staging target path", req.GetStagingTargetPath())
 	if err != nil {
 		return nil, err
 	}
@@ -251,14 +261,7 @@ func (d *Driver) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolu
 // NodeUnpublishVolume implements csi.NodeServer: it unmounts whatever is
 // mounted on the target path and removes the directory.
 func (d *Driver) NodeUnpublishVolume(ctx context.Context, req *csi.NodeUnpublishVolumeRequest) (*csi.NodeUnpublishVolumeResponse, error) {
-	if req.GetVolumeId() == "" {
-		return nil, status.Error(codes.InvalidArgument, "no volume id")
-	}
-	target, err := absPath("target path", req.GetTargetPath())
-	if err != nil {
-		return nil, err
-	}
-	unlock, err := d.lock(req.GetVolumeId())
+	target, unlock, err := d.lockPath(req.GetVolumeId(), "target path", req.GetTargetPath())
 	if err != nil {
 		return nil, err
 	}

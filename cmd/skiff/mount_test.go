@@ -6,37 +6,20 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/skiff-fs/skiff/fsclient/volume"
+
+	"github.com/skiff-fs/skiff/internal/syncbuf"
 )
-
-// syncBuffer is a bytes.Buffer safe for a writer and a poller.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // startMount runs `skiff mount` in this process and waits until it says
 // it is mounted. The returned channel yields the command's result.
-func startMount(t *testing.T, args ...string) (*syncBuffer, <-chan error) {
+func startMount(t *testing.T, args ...string) (*syncbuf.Buffer, <-chan error) {
 	t.Helper()
-	out := &syncBuffer{}
+	out := &syncbuf.Buffer{}
 	cmd := newMount(&globals{})
 	cmd.SetArgs(args)
 	cmd.SetOut(out)
@@ -60,7 +43,7 @@ func startMount(t *testing.T, args ...string) (*syncBuffer, <-chan error) {
 	return out, done
 }
 
-func waitDone(t *testing.T, done <-chan error, out *syncBuffer) {
+func waitDone(t *testing.T, done <-chan error, out *syncbuf.Buffer) {
 	t.Helper()
 	select {
 	case err := <-done:

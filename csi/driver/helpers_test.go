@@ -1,7 +1,6 @@
 package driver_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -21,6 +20,7 @@ import (
 	"github.com/skiff-fs/skiff/csi/internal/mnt"
 	"github.com/skiff-fs/skiff/csi/mounter"
 	"github.com/skiff-fs/skiff/fsclient/volume"
+	"github.com/skiff-fs/skiff/internal/syncbuf"
 	"github.com/skiff-fs/skiff/internal/testredis"
 )
 
@@ -113,27 +113,9 @@ func newVolume(t testing.TB) string {
 	return metaURL
 }
 
-// syncBuf collects logs; shown when a test fails.
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *syncBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *syncBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // startMounter serves a mounter (supervised children) on dir/mounter.sock
 // in this process; Cleanup stops it and every child.
-func startMounter(t *testing.T, dir string, logs, out *syncBuf) (string, *mounter.Server) {
+func startMounter(t *testing.T, dir string, logs, out *syncbuf.Buffer) (string, *mounter.Server) {
 	t.Helper()
 	s, err := mounter.New(mounter.Config{
 		Skiff:        skiffBinary(t),

@@ -25,6 +25,8 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/skiff-fs/skiff/csi/internal/mnt"
+
+	"github.com/skiff-fs/skiff/internal/syncbuf"
 )
 
 // driverProc is the CSI driver running as a process of its own (this
@@ -33,13 +35,13 @@ type driverProc struct {
 	t     *testing.T
 	ep    string
 	msock string
-	logs  *syncBuf
+	logs  *syncbuf.Buffer
 	cmd   *exec.Cmd
 	done  chan struct{}
 	conn  *grpc.ClientConn
 }
 
-func startDriver(t *testing.T, ep, msock string, logs *syncBuf) *driverProc {
+func startDriver(t *testing.T, ep, msock string, logs *syncbuf.Buffer) *driverProc {
 	t.Helper()
 	p := &driverProc{t: t, ep: ep, msock: msock, logs: logs}
 	p.start()
@@ -179,7 +181,7 @@ func TestTwoTargets(t *testing.T) {
 	metaURL := newVolume(t)
 	dir := t.TempDir()
 	detachAllUnder(t, dir)
-	logs, out := &syncBuf{}, &syncBuf{}
+	logs, out := &syncbuf.Buffer{}, &syncbuf.Buffer{}
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("driver and mounter log:\n%s\nskiff output:\n%s", logs, out)

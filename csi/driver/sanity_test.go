@@ -17,6 +17,7 @@ import (
 
 	"github.com/skiff-fs/skiff/csi/driver"
 	"github.com/skiff-fs/skiff/csi/internal/mnt"
+	"github.com/skiff-fs/skiff/internal/syncbuf"
 )
 
 // mountChecks checks, from the client side, every successful
@@ -72,7 +73,7 @@ func TestSanity(t *testing.T) {
 	metaURL := newVolume(t)
 	dir := t.TempDir()
 	detachAllUnder(t, dir)
-	logs, out := &syncBuf{}, &syncBuf{}
+	logs, out := &syncbuf.Buffer{}, &syncbuf.Buffer{}
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("driver and mounter log:\n%s\nskiff output:\n%s", logs, out)

@@ -16,6 +16,7 @@ import (
 	"github.com/skiff-fs/skiff/csi/internal/mnt"
 	"github.com/skiff-fs/skiff/csi/mounter"
 	"github.com/skiff-fs/skiff/fsclient/volume"
+	"github.com/skiff-fs/skiff/internal/syncbuf"
 )
 
 var versioned struct {
@@ -91,7 +92,7 @@ func TestUpgradeHandsOverMounts(t *testing.T) {
 	if _, err := volume.Create(context.Background(), volume.FormatConfig{MetaURL: metaURL, Name: "upgrade-test", Bucket: "file://" + filepath.Join(dir, "blocks")}); err != nil {
 		t.Fatal(err)
 	}
-	out := &syncBuf{}
+	out := &syncbuf.Buffer{}
 	handOff := filepath.Join(dir, "handoff")
 	newServer := func(version, state string) *mounter.Server {
 		s, err := mounter.New(mounter.Config{

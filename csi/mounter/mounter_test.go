@@ -20,6 +20,7 @@ import (
 	"github.com/skiff-fs/skiff/csi/internal/mnt"
 	"github.com/skiff-fs/skiff/csi/mounter"
 	"github.com/skiff-fs/skiff/fsclient/volume"
+	"github.com/skiff-fs/skiff/internal/syncbuf"
 )
 
 func TestArgs(t *testing.T) {
@@ -89,23 +90,6 @@ func skiffBinary(t *testing.T) string {
 	return bin.path
 }
 
-type syncBuf struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *syncBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *syncBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // TestPlainMountRestarted: without the supervisor, a skiff mount that
 // dies is started again on the staging path (its dead mount detached),
 // and Unstage leaves nothing mounted. Over the unix-socket API.
@@ -115,7 +99,7 @@ func TestPlainMountRestarted(t *testing.T) {
 	if _, err := volume.Create(context.Background(), volume.FormatConfig{MetaURL: metaURL, Name: "mounter-test", Bucket: "file://" + filepath.Join(dir, "blocks")}); err != nil {
 		t.Fatal(err)
 	}
-	out := &syncBuf{}
+	out := &syncbuf.Buffer{}
 	s, err := mounter.New(mounter.Config{Skiff: skiffBinary(t), StateDir: filepath.Join(dir, "state"), Output: out, StopTimeout: 20 * time.Second})
 	if err != nil {
 		t.Fatal(err)

@@ -12,12 +12,14 @@ import (
 	"time"
 
 	"github.com/skiff-fs/skiff/fsclient/fuse/supervisor"
+
+	"github.com/skiff-fs/skiff/internal/syncbuf"
 )
 
 // startHandOff is start with a hand-off socket.
-func startHandOff(t *testing.T, metaURL string) (*supervisor.Supervisor, string, *logBuf) {
+func startHandOff(t *testing.T, metaURL string) (*supervisor.Supervisor, string, *syncbuf.Buffer) {
 	t.Helper()
-	logs := &logBuf{}
+	logs := &syncbuf.Buffer{}
 	dir := t.TempDir()
 	mp := filepath.Join(dir, "mnt")
 	if err := os.Mkdir(mp, 0o755); err != nil {

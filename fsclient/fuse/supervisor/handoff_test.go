@@ -10,12 +10,14 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/skiff-fs/skiff/internal/syncbuf"
 )
 
 // supervised is a `skiff mount --supervise` process.
 type supervised struct {
 	cmd  *exec.Cmd
-	out  *logBuf
+	out  *syncbuf.Buffer
 	done chan struct{}
 	err  error // valid once done is closed
 }
@@ -25,7 +27,7 @@ type supervised struct {
 // runs.
 func runSupervised(t *testing.T, version, metaURL, mp string, args ...string) *supervised {
 	t.Helper()
-	p := &supervised{out: &logBuf{}, done: make(chan struct{})}
+	p := &supervised{out: &syncbuf.Buffer{}, done: make(chan struct{})}
 	a := append([]string{"mount", "--supervise", "--allow-other"}, args...)
 	p.cmd = exec.Command(skiffBinary(t, version), append(a, metaURL, mp)...)
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
@@ -124,7 +126,7 @@ func handOffMount(t *testing.T) (a *supervised, metaURL, mp, sock string, dev ui
 func adoptAsync(t *testing.T, metaURL, mp, sock string) chan *supervised {
 	c := make(chan *supervised, 1)
 	go func() {
-		p := &supervised{out: &logBuf{}, done: make(chan struct{})}
+		p := &supervised{out: &syncbuf.Buffer{}, done: make(chan struct{})}
 		p.cmd = exec.Command(skiffBinary(t, "v2"), "mount", "--supervise", "--allow-other", "--adopt="+sock, metaURL, mp)
 		p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 		if err := p.cmd.Start(); err != nil {

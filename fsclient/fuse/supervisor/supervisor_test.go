@@ -2,7 +2,6 @@ package supervisor_test
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -23,6 +22,7 @@ import (
 	"github.com/skiff-fs/skiff/fsclient/fuse"
 	"github.com/skiff-fs/skiff/fsclient/fuse/supervisor"
 	"github.com/skiff-fs/skiff/fsclient/volume"
+	"github.com/skiff-fs/skiff/internal/syncbuf"
 )
 
 // The workers are real skiff binaries (`skiff __worker`), built once per
@@ -83,35 +83,16 @@ func workerCmd(t testing.TB, version, metaURL string, log io.Writer) supervisor.
 	return supervisor.Command{Path: skiffBinary(t, version), Args: []string{"__worker", metaURL}, Stderr: log}
 }
 
-// logBuf collects the supervisor's and the workers' logs; they are shown
-// when a test fails.
-type logBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // start mounts metaURL under t.TempDir() with a supervisor running the v1
 // worker; it is shut down (or at least detached) in t.Cleanup.
-func start(t *testing.T, metaURL string) (*supervisor.Supervisor, *logBuf) {
+func start(t *testing.T, metaURL string) (*supervisor.Supervisor, *syncbuf.Buffer) {
 	t.Helper()
-	logs := &logBuf{}
+	logs := &syncbuf.Buffer{}
 	return startCmd(t, workerCmd(t, "v1", metaURL, logs), logs), logs
 }
 
 // startCmd mounts a supervisor running worker.
-func startCmd(t *testing.T, worker supervisor.Command, logs *logBuf) *supervisor.Supervisor {
+func startCmd(t *testing.T, worker supervisor.Command, logs *syncbuf.Buffer) *supervisor.Supervisor {
 	t.Helper()
 	mp := filepath.Join(t.TempDir(), "mnt")
 	if err := os.Mkdir(mp, 0o755); err != nil {
@@ -444,7 +425,7 @@ func TestSupervisedMountCommand(t *testing.T) {
 	if err := os.Mkdir(mp, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	out := &logBuf{}
+	out := &syncbuf.Buffer{}
 	cmd := exec.Command(bin, "mount", "--supervise", metaURL, mp)
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
@@ -488,7 +469,7 @@ func TestSupervisedMountCommand(t *testing.T) {
 	}
 }
 
-func waitFor(t *testing.T, out *logBuf, s string) {
+func waitFor(t *testing.T, out *syncbuf.Buffer, s string) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for !strings.Contains(out.String(), s) {
@@ -537,7 +518,7 @@ func TestBrokenDeliveryKeepsPinnedBinary(t *testing.T) {
 		t.Fatal(err)
 	}
 	deliver(v1)
-	logs := &logBuf{}
+	logs := &syncbuf.Buffer{}
 	cmd := supervisor.Command{Path: path, Args: []string{"__worker", metaURL}, Stderr: logs}
 	s := startCmd(t, cmd, logs)
 	file := filepath.Join(s.Mountpoint(), "f")

@@ -91,12 +91,17 @@ func (c *Config) validate() error {
 	return nil
 }
 
+// statfs reports the file system's space as df(1) does: free is what an
+// unprivileged user may still write, and total is that plus what is used,
+// so blocks reserved for root count as neither. (A disk with a large root
+// reserve would otherwise look full to the floor long before df says so.)
 func statfs(dir string) (free, total uint64, err error) {
 	var st syscall.Statfs_t
 	if err := syscall.Statfs(dir, &st); err != nil {
 		return 0, 0, err
 	}
-	return st.Bavail * uint64(st.Bsize), st.Blocks * uint64(st.Bsize), nil
+	used := st.Blocks - st.Bfree
+	return st.Bavail * uint64(st.Bsize), (used + st.Bavail) * uint64(st.Bsize), nil
 }
 
 // Stats is a snapshot of a Cache's counters.
@@ -126,6 +131,7 @@ type Cache struct {
 
 	hits, memHits, misses, puts, skipped, evictions, corrupt, adopted, stale atomic.Int64
 	closed                                                                   atomic.Bool
+	floorWarned                                                              atomic.Int64 // unix nanoseconds of the last warning that the floor stops caching
 
 	files files // open entry files; never locked together with mu or mem
 
@@ -839,6 +845,7 @@ func (c *Cache) reserve(key string, size int64) bool {
 			return false
 		}
 		need := c.usedLocked() + size - c.cfg.Size // bytes over the limit
+		overLimit := need
 		if floor {
 			// Free space after this write; files being unlinked are
 			// not counted on (conservative).
@@ -857,6 +864,9 @@ func (c *Cache) reserve(key string, size int64) bool {
 		if attempt >= 8 || need > c.mu.indexed+c.mu.deleting {
 			c.mu.Unlock()
 			c.skipped.Add(1)
+			if need > overLimit {
+				c.warnFloor(free, total)
+			}
 			return false
 		}
 		victims := c.evictLocked(min(need, c.mu.indexed))
@@ -866,6 +876,21 @@ func (c *Cache) reserve(key string, size int64) bool {
 		}
 		c.unlink(victims)
 	}
+}
+
+// warnFloor says, at most once a minute, that the free-space floor keeps
+// blocks out of the cache: otherwise a nearly full disk silently turns
+// every read into a fetch from the object store.
+func (c *Cache) warnFloor(free, total uint64) {
+	now := time.Now().UnixNano()
+	last := c.floorWarned.Load()
+	if last != 0 && now-last < int64(time.Minute) || !c.floorWarned.CompareAndSwap(last, now) {
+		return
+	}
+	c.log.Warn("cache: the disk is below the cache's free-space floor, so blocks are not being cached; "+
+		"free space on it or lower --cache-free-ratio",
+		"dir", c.root, "free_bytes", free, "disk_bytes", total,
+		"free_ratio", fmt.Sprintf("%.3f", float64(free)/float64(max(total, 1))), "floor", c.cfg.FreeRatio)
 }
 
 // writeEntry writes key's file through a temporary file and a rename.

@@ -17,6 +17,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/skiff-fs/skiff/fsclient/cache"
+	"github.com/skiff-fs/skiff/internal/syncbuf"
 )
 
 const (
@@ -32,7 +33,9 @@ func newCache(t testing.TB, cfg cache.Config) *cache.Cache {
 	if cfg.FreeRatio == 0 {
 		cfg.FreeRatio = -1 // the test machine's disk is not the subject
 	}
-	cfg.Logger = slog.New(slog.DiscardHandler)
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
 	c, err := cache.New(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -373,12 +376,28 @@ func TestFreeSpaceFloor(t *testing.T) {
 	}
 	// With less free space than the floor and nothing to evict, Puts are
 	// skipped.
+	// skipped, and the log says why (once, not once per block).
 	dir2 := t.TempDir()
 	full := func(string) (uint64, uint64, error) { return 5, 100, nil }
-	c2 := newCache(t, cache.Config{Dir: dir2, MemSize: -1, FreeRatio: 0.1, DiskFree: full})
+	var log syncbuf.Buffer
+	c2 := newCache(t, cache.Config{Dir: dir2, MemSize: -1, FreeRatio: 0.1, DiskFree: full,
+		Logger: slog.New(slog.NewTextHandler(&log, nil))})
 	c2.Put(key(1), data(1, blk))
-	if st := c2.Stats(); st.Skipped != 1 || st.Entries != 0 {
+	c2.Put(key(2), data(2, blk))
+	if st := c2.Stats(); st.Skipped != 2 || st.Entries != 0 {
 		t.Errorf("full disk: %+v", st)
+	}
+	if n := strings.Count(log.String(), "free-space floor"); n != 1 {
+		t.Errorf("%d warnings about the floor, want 1; log:\n%s", n, log.String())
+	}
+	// Over the size limit alone (the disk has room) is no reason to warn.
+	var log3 syncbuf.Buffer
+	roomy := func(string) (uint64, uint64, error) { return 90 * unit, 100 * unit, nil }
+	c3 := newCache(t, cache.Config{Dir: t.TempDir(), Size: 1, MemSize: -1, FreeRatio: 0.1, DiskFree: roomy,
+		Logger: slog.New(slog.NewTextHandler(&log3, nil))})
+	c3.Put(key(1), data(1, blk))
+	if st := c3.Stats(); st.Skipped != 1 || strings.Contains(log3.String(), "floor") {
+		t.Errorf("over the size limit: %+v; log:\n%s", c3.Stats(), log3.String())
 	}
 }
 

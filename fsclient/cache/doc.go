@@ -46,10 +46,12 @@
 //     never exceed the limit however many goroutines Put at once.
 //     Stats.Peak is the largest total ever reached.
 //   - Free-space floor: before writing, a Put makes sure that at least
-//     Config.FreeRatio of the file system would stay free (as reported by
-//     statfs, less the bytes other Puts have reserved), evicting more if
+//     Config.FreeRatio of the file system would stay free (measured as
+//     df(1) does: space reserved for root is neither free nor counted in
+//     the total; less the bytes other Puts have reserved), evicting more if
 //     needed. A Put that cannot fit under either bound is skipped: caching
-//     is best effort and never fails a read or a write.
+//     is best effort and never fails a read or a write. When the floor is
+//     what stops it, the log says so (at most once a minute).
 //   - Checksums: every entry carries a CRC-32C of each 4 KiB piece of its
 //     data and one of its header (format below); padding must be zero. Every byte read from disk
 //     has had its piece verified in that read (Get verifies every piece,

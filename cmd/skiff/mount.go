@@ -39,6 +39,7 @@ type mountFlags struct {
 	metricsSocket     string     // --metrics-socket (metrics.go)
 	statusFile        string     // --status-file of --supervise
 	readAhead         string
+	passthrough       bool // --passthrough: file images read by the kernel directly
 }
 
 func newMount(g *globals) *cobra.Command {
@@ -71,6 +72,7 @@ command line, which every process can read in /proc.`,
 	fl.StringVar(&f.bufferSize, "buffer-size", "300M", "memory for written data not yet uploaded")
 	fl.IntVar(&f.uploadConcurrency, "upload-concurrency", 20, "parallel block uploads")
 	fl.StringVar(&f.readAhead, "read-ahead", "4M", "kernel read-ahead window for sequential reads (set on the mount's device; needs root); 0 keeps the kernel's 128K")
+	fl.BoolVar(&f.passthrough, "passthrough", true, "let the kernel read files wholly in the cache from a local copy (FUSE passthrough, Linux 6.9+, root, private cache); those reads skip skiff's per-read checksums")
 	fl.BoolVar(&f.debug, "debug", false, "log every FUSE request (at debug level; implies --verbose)")
 	fl.StringVar(&f.metaURLFile, "meta-url-file", "", "read META_URL from this file (a Secret file, say) instead of the command line")
 	fl.StringVar(&f.metricsSocket, "metrics-socket", "", "serve Prometheus metrics (the volume's counters and FUSE operations) at /metrics on this unix socket")
@@ -114,6 +116,7 @@ func runMount(cmd *cobra.Command, g *globals, f *mountFlags, metaURL, mountpoint
 		DirEntryTimeout: f.dirEntryTimeout,
 		ReadOnly:        f.readOnly,
 		Subdir:          f.subdir,
+		Images:          f.passthrough,
 		Logger:          log,
 	})
 	if err != nil {
@@ -130,7 +133,7 @@ func runMount(cmd *cobra.Command, g *globals, f *mountFlags, metaURL, mountpoint
 		closeVolume()
 		return err
 	}
-	opts := fuse.Options{AllowOther: f.allowOther, MaxReadAhead: readAhead, Debug: f.debug, Logger: log}
+	opts := fuse.Options{AllowOther: f.allowOther, MaxReadAhead: readAhead, Passthrough: f.passthrough, Debug: f.debug, Logger: log}
 	ms, err := f.serveMetrics(v, &opts)
 	if err != nil {
 		closeVolume()

@@ -118,7 +118,8 @@ type Stats struct {
 	Entries    int64 // entries in the index now
 	Bytes      int64 // bytes the index's entries use on disk now
 	Limit      int64 // Config.Size
-	Peak       int64 // most bytes ever counted (index, reserved, being unlinked)
+	Peak       int64 // most bytes ever counted (index, reserved, claimed, being unlinked)
+	Claimed    int64 // bytes claimed now for files outside the index (Claim)
 	MemEntries int64
 	MemBytes   int64
 }
@@ -144,6 +145,7 @@ type Cache struct {
 		protBytes int64
 		indexed   int64           // bytes of the entries in the index
 		pending   int64           // bytes reserved by Puts writing now
+		claimed   int64           // bytes claimed for files kept outside the index (Claim)
 		deleting  int64           // bytes of evicted files not yet unlinked
 		busy      map[string]bool // keys being written or unlinked (never in entries)
 		peak      int64
@@ -206,7 +208,7 @@ func (c *Cache) Stats() Stats {
 		Adopted: c.adopted.Load(), Stale: c.stale.Load(), Limit: c.cfg.Size,
 	}
 	c.mu.Lock()
-	s.Entries, s.Bytes, s.Peak = int64(len(c.mu.entries)), c.mu.indexed, c.mu.peak
+	s.Entries, s.Bytes, s.Peak, s.Claimed = int64(len(c.mu.entries)), c.mu.indexed, c.mu.peak, c.mu.claimed
 	c.mu.Unlock()
 	c.mem.Lock()
 	s.MemEntries, s.MemBytes = int64(len(c.mem.m)), c.mem.bytes
@@ -322,7 +324,9 @@ func accessTime(info fs.FileInfo) time.Time {
 	return t
 }
 
-func (c *Cache) usedLocked() int64 { return c.mu.indexed + c.mu.pending + c.mu.deleting }
+func (c *Cache) usedLocked() int64 {
+	return c.mu.indexed + c.mu.pending + c.mu.deleting + c.mu.claimed
+}
 
 func (c *Cache) notePeakLocked() {
 	if u := c.usedLocked(); u > c.mu.peak {
@@ -821,7 +825,26 @@ func (c *Cache) write(key string, data []byte) {
 	c.puts.Add(1)
 }
 
-// reserve counts size bytes for a Put of key and marks key busy. It
+// Claim counts n bytes (rounded up to 4 KiB) of the cache's limit for a
+// file the caller keeps in the cache's file system outside the index (a
+// file image, package image), evicting entries as a Put does, under the
+// limit and the free-space floor alike. It reports false, claiming
+// nothing, when there is no room or the cache is closed. The caller gives
+// the bytes back with Unclaim once the file is gone.
+func (c *Cache) Claim(n int64) bool {
+	n = onDisk(n)
+	return n <= c.cfg.Size && c.reserve("", n)
+}
+
+// Unclaim gives back n bytes of an earlier Claim(n).
+func (c *Cache) Unclaim(n int64) {
+	c.mu.Lock()
+	c.mu.claimed -= onDisk(n)
+	c.mu.Unlock()
+}
+
+// reserve counts size bytes for a Put of key and marks key busy (for Claim,
+// key is "" and the bytes count as claimed). It
 // evicts entries to stay under the limit and above the free-space floor,
 // and waits for their files to be unlinked before counting the new bytes,
 // so the bytes counted never exceed the limit. It returns false (the Put
@@ -840,7 +863,7 @@ func (c *Cache) reserve(key string, size int64) bool {
 			}
 		}
 		c.mu.Lock()
-		if c.mu.closed || c.mu.entries[key] != nil || c.mu.busy[key] {
+		if c.mu.closed || key != "" && (c.mu.entries[key] != nil || c.mu.busy[key]) {
 			c.mu.Unlock()
 			return false
 		}
@@ -853,8 +876,12 @@ func (c *Cache) reserve(key string, size int64) bool {
 			need = max(need, int64(c.cfg.FreeRatio*float64(total))-after)
 		}
 		if need <= 0 {
-			c.mu.pending += size
-			c.mu.busy[key] = true
+			if key == "" {
+				c.mu.claimed += size
+			} else {
+				c.mu.pending += size
+				c.mu.busy[key] = true
+			}
 			c.notePeakLocked()
 			c.mu.Unlock()
 			return true

@@ -444,3 +444,35 @@ func TestConfigErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestClaim: bytes claimed for files outside the index count against the
+// limit — a claim evicts entries, and entries cannot push a claim out.
+func TestClaim(t *testing.T) {
+	c := newCache(t, cache.Config{Size: 10 * counted, MemSize: -1})
+	for i := range 10 {
+		c.Put(key(i), data(uint64(i), blk))
+	}
+	if !c.Claim(4 * counted) {
+		t.Fatal("claim of 4 entries' worth refused")
+	}
+	st := c.Stats()
+	if st.Entries != 6 || st.Claimed != 4*counted || st.Bytes+st.Claimed > st.Limit {
+		t.Fatalf("after the claim: %+v", st)
+	}
+	for i := 10; i < 20; i++ {
+		c.Put(key(i), data(uint64(i), blk))
+	}
+	if st := c.Stats(); st.Entries != 6 || st.Bytes+st.Claimed > st.Limit || st.Peak > st.Limit {
+		t.Fatalf("puts after the claim: %+v", st)
+	}
+	if c.Claim(11 * counted) {
+		t.Fatal("a claim over the limit was granted")
+	}
+	c.Unclaim(4 * counted)
+	for i := 20; i < 30; i++ {
+		c.Put(key(i), data(uint64(i), blk))
+	}
+	if st := c.Stats(); st.Entries != 10 || st.Claimed != 0 {
+		t.Fatalf("after the unclaim: %+v", st)
+	}
+}

@@ -262,6 +262,9 @@ func New(obj object.Store, cfg Config) (*Store, error) {
 	return s, nil
 }
 
+// Cache is Config.Cache (nil without a block cache).
+func (s *Store) Cache() *cache.Cache { return s.cfg.Cache }
+
 // BlockSize is the volume's block size.
 func (s *Store) BlockSize() uint32 { return s.cfg.BlockSize }
 

@@ -258,6 +258,11 @@ func (h *handleFS) Write(cancel <-chan struct{}, in *gofuse.WriteIn, data []byte
 	return h.fileSystem.Write(cancel, in, data)
 }
 
+func (h *handleFS) Ioctl(cancel <-chan struct{}, in *gofuse.IoctlIn, inbuf []byte, out *gofuse.IoctlOut, outbuf []byte) gofuse.Status {
+	in.Fh = h.vfh(in.Fh)
+	return h.fileSystem.Ioctl(cancel, in, inbuf, out, outbuf)
+}
+
 func (h *handleFS) Lseek(cancel <-chan struct{}, in *gofuse.LseekIn, out *gofuse.LseekOut) gofuse.Status {
 	in.Fh = h.vfh(in.Fh)
 	return h.fileSystem.Lseek(cancel, in, out)

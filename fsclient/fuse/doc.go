@@ -63,6 +63,23 @@
 // ServeConn does not mount, so it cannot set the window: the owner of the
 // connection calls SetReadAhead once the kernel has the answer to INIT.
 //
+// # Passthrough
+//
+// With Options.Passthrough (skiff mount's default; Linux 6.9 or later,
+// as root) a read-only open of a file that has a file image (a whole-file
+// copy in the block cache's file system that vfs builds once every block
+// of the file is cached; vfs.Image) is answered with FOPEN_PASSTHROUGH:
+// the kernel reads the image itself, page cache, read-ahead and O_DIRECT
+// included, and no READ reaches skiff. The image is of the state of the
+// file meta showed at the open, so close-to-open consistency between
+// clients holds as for the page cache. While passthrough readers of a file
+// are open, an open of it for writing fails with ETXTBSY (the kernel
+// would send a shared writable mapping of it to the image, where skiff
+// never sees it); see passthrough.go for the kernel's rules. The ioctl
+// IoctlBuildImage makes a mount build a file's image now (skiff warmup
+// sends it). ServeConn never uses passthrough: backing files are the
+// connection's, and a worker that dies cannot hand them on.
+//
 // # Observing
 //
 // Options.Observer (an OpObserver) is told of every operation served,

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"os"
 	"syscall"
 	"time"
 
@@ -21,18 +22,22 @@ const releaseFlockUnlock = 1 << 1
 // fileSystem maps go-fuse's raw API onto a vfs.VFS.
 type fileSystem struct {
 	// The embedded default answers ENOSYS for the few operations skiff
-	// does not offer: Statx (the kernel falls back to GETATTR), Ioctl and
-	// Writev (go-fuse then calls Write).
+	// does not offer: Statx (the kernel falls back to GETATTR) and Writev
+	// (go-fuse then calls Write).
 	gofuse.RawFileSystem
 	v      *vfs.VFS
 	log    *slog.Logger
 	groups *groupCache
+	pt     passthrough // passthrough.go
 }
 
 var _ gofuse.RawFileSystem = (*fileSystem)(nil)
 
 func newFileSystem(v *vfs.VFS, log *slog.Logger) *fileSystem {
-	return &fileSystem{RawFileSystem: gofuse.NewDefaultRawFileSystem(), v: v, log: log, groups: newGroupCache()}
+	fs := &fileSystem{RawFileSystem: gofuse.NewDefaultRawFileSystem(), v: v, log: log, groups: newGroupCache()}
+	fs.pt.inodes = make(map[uint64]*ptInode)
+	fs.pt.fhs = make(map[uint64]ptHandle)
+	return fs
 }
 
 // reqCtx is the context of one request: it ends when the kernel
@@ -98,7 +103,11 @@ func (fs *fileSystem) String() string { return "skiff" }
 
 func (fs *fileSystem) SetDebug(bool) {}
 
-func (fs *fileSystem) Init(*gofuse.Server) {}
+func (fs *fileSystem) Init(s *gofuse.Server) {
+	fs.pt.mu.Lock()
+	fs.pt.srv = s
+	fs.pt.mu.Unlock()
+}
 
 func (fs *fileSystem) OnUnmount() {}
 
@@ -272,15 +281,36 @@ func (fs *fileSystem) Create(cancel <-chan struct{}, in *gofuse.CreateIn, name s
 		// Created meanwhile (by another client): open it, as open(2) does.
 		ino, _, err = fs.v.Lookup(ctx, c, vfs.Ino(in.NodeId), name)
 		if err == nil {
-			fh, a, err = fs.v.Open(ctx, c, ino, in.Flags)
+			if !fs.ptBegin(uint64(ino)) {
+				return gofuse.Status(syscall.ETXTBSY)
+			}
+			if fh, a, err = fs.v.Open(ctx, c, ino, in.Flags); err != nil {
+				fs.ptAbort(uint64(ino))
+			}
 		}
 	}
 	if err != nil {
 		return fs.st("create", in.NodeId, err)
 	}
+	if !fs.openCreated(uint64(ino), fh, &out.OpenOut) {
+		return gofuse.Status(syscall.ETXTBSY)
+	}
 	fs.entry(ino, &a, &out.EntryOut)
 	out.Fh = fh
 	return gofuse.OK
+}
+
+// openCreated notes a handle made by CREATE or TMPFILE (never passthrough;
+// one that opened an existing file may meet passthrough readers). It
+// reports false, having released fh, when the open must fail (ETXTBSY).
+func (fs *fileSystem) openCreated(node, fh uint64, out *gofuse.OpenOut) bool {
+	mode, id := fs.ptOpen(node, fh, true, func() (*os.File, bool) { return nil, false })
+	if mode == modeBusy {
+		fs.v.Release(context.Background(), fh)
+		return false
+	}
+	ptFlags(out, mode, id)
+	return true
 }
 
 func (fs *fileSystem) Tmpfile(cancel <-chan struct{}, in *gofuse.CreateIn, out *gofuse.CreateOut) gofuse.Status {
@@ -288,15 +318,35 @@ func (fs *fileSystem) Tmpfile(cancel <-chan struct{}, in *gofuse.CreateIn, out *
 	if err != nil {
 		return fs.st("tmpfile", in.NodeId, err)
 	}
+	if !fs.openCreated(uint64(ino), fh, &out.OpenOut) {
+		return gofuse.Status(syscall.ETXTBSY)
+	}
 	fs.entry(ino, &a, &out.EntryOut)
 	out.Fh = fh
 	return gofuse.OK
 }
 
 func (fs *fileSystem) Open(cancel <-chan struct{}, in *gofuse.OpenIn, out *gofuse.OpenOut) gofuse.Status {
+	write := in.Flags&syscall.O_ACCMODE != syscall.O_RDONLY || in.Flags&syscall.O_TRUNC != 0
+	if write && !fs.ptBegin(in.NodeId) {
+		return gofuse.Status(syscall.ETXTBSY)
+	}
 	fh, _, err := fs.v.Open(ctxOf(cancel), fs.caller(&in.InHeader, 0), vfs.Ino(in.NodeId), in.Flags)
 	if err != nil {
+		if write {
+			fs.ptAbort(in.NodeId)
+		}
 		return fs.st("open", in.NodeId, err)
+	}
+	out.Fh = fh
+	// A file image, when there is one, serves the reads (passthrough.go).
+	switch mode, id := fs.ptOpen(in.NodeId, fh, write, func() (*os.File, bool) { return fs.v.Image(fh) }); mode {
+	case modeBusy:
+		fs.v.Release(context.Background(), fh)
+		return gofuse.Status(syscall.ETXTBSY)
+	case modePass, modeRouted:
+		ptFlags(out, mode, id)
+		return gofuse.OK
 	}
 	// Without FOPEN_KEEP_CACHE the kernel drops its cached pages of the
 	// file, so a file changed by another client reads fresh. vfs allows
@@ -305,7 +355,6 @@ func (fs *fileSystem) Open(cancel <-chan struct{}, in *gofuse.OpenIn, out *gofus
 	if fs.v.KeepCache(fh) {
 		out.OpenFlags |= gofuse.FOPEN_KEEP_CACHE
 	}
-	out.Fh = fh
 	return gofuse.OK
 }
 
@@ -318,6 +367,23 @@ func (fs *fileSystem) Read(cancel <-chan struct{}, in *gofuse.ReadIn, buf []byte
 		return nil, fs.st("read", in.NodeId, err)
 	}
 	return gofuse.ReadResultData(buf[:n]), gofuse.OK
+}
+
+// IoctlBuildImage is the ioctl(2) request that asks a skiff mount to build
+// the file image of an open file now and to answer once it is ready
+// (vfs.BuildImage): 0 when the image is ready, ENODATA when the file gets
+// none, ENOTSUP when the mount keeps no images. It is _IO('s', 1).
+const IoctlBuildImage = 's'<<8 | 1
+
+func (fs *fileSystem) Ioctl(cancel <-chan struct{}, in *gofuse.IoctlIn, inbuf []byte, out *gofuse.IoctlOut, outbuf []byte) gofuse.Status {
+	if in.Cmd != IoctlBuildImage {
+		return gofuse.Status(syscall.ENOTTY)
+	}
+	err := fs.v.BuildImage(ctxOf(cancel), in.Fh)
+	if en := syscall.Errno(0); errors.As(err, &en) && (en == syscall.ENODATA || en == syscall.ENOTSUP) {
+		return gofuse.Status(en) // answers, not failures: nothing to log
+	}
+	return fs.st("ioctl", in.NodeId, err)
 }
 
 func (fs *fileSystem) Lseek(cancel <-chan struct{}, in *gofuse.LseekIn, out *gofuse.LseekOut) gofuse.Status {
@@ -367,6 +433,7 @@ func (fs *fileSystem) Release(cancel <-chan struct{}, in *gofuse.ReleaseIn) {
 		owner = in.LockOwner
 	}
 	// The kernel does not wait for RELEASE: finish it whatever happens.
+	fs.ptRelease(in.Fh)
 	fs.v.ReleaseLocks(context.Background(), in.Fh, owner)
 }
 

@@ -41,6 +41,10 @@ type Options struct {
 	// Logger receives errors (and with Debug the request log).
 	// Default: discard.
 	Logger *slog.Logger
+	// Passthrough lets the kernel read files that have a file image
+	// (vfs.Config.Images) directly from it (passthrough.go). It is turned
+	// off at the first refusal by the kernel.
+	Passthrough bool
 	// Observer, when set, is told about every operation served (name,
 	// duration, errno), e.g. for metrics. Nil costs nothing.
 	Observer OpObserver
@@ -103,6 +107,7 @@ func Mount(v *vfs.VFS, mountpoint string, opts Options) (*Server, error) {
 		}
 	}
 	fs := newFileSystem(v, opts.Logger)
+	fs.pt.on = opts.Passthrough
 	srv, err := gofuse.NewServer(observe(fs, opts.Observer), abs, mo)
 	if err != nil {
 		return nil, fmt.Errorf("mount %s on %s: %w", name, abs, explainMountError(err, root))

@@ -55,6 +55,17 @@
 // ctime, so close-to-open consistency between clients holds while
 // unchanged files keep their cached pages across opens.
 //
+// With Config.Images (and a block cache private to the pod) vfs keeps
+// file images (package image) of files wholly in the cache: after the
+// last handle of a file that is not being written here is released, or
+// when a read-only open finds none, one goroutine checks that every block
+// of the file is cached and copies it into an image; BuildImage does the
+// same at once. Image hands a handle's image to the FUSE layer only for a
+// read-only handle, of a file no handle here has open for writing and
+// with no unflushed writes, whose image is of exactly the stamp (size,
+// mtime, ctime) meta showed at the open. An open for writing removes the
+// file's image.
+//
 // # Directory handles
 //
 // The listing is a snapshot taken by the first ReadDir and by any ReadDir

@@ -20,8 +20,9 @@ import (
 // Lock order: VFS.mu → (never held while taking these); openFile.rw →
 // openFile.appendMu → openFile.mu.
 type openFile struct {
-	ino  meta.Ino // volume inode
-	refs int      // handles (guarded by VFS.mu)
+	ino     meta.Ino // volume inode
+	refs    int      // handles (guarded by VFS.mu)
+	writers int      // of which open for writing (guarded by VFS.mu)
 
 	// rw: reads and writes share it; truncate, fallocate and the end of
 	// the last handle take it exclusively.
@@ -151,9 +152,16 @@ func (v *VFS) newHandle(ino meta.Ino, flags uint32, a *Attr, oc openCache) *hand
 	v.mu.nextFh++
 	h := &handle{fh: v.mu.nextFh, ino: ino, of: of, flags: flags,
 		append: flags&syscall.O_APPEND != 0, write: flags&syscall.O_ACCMODE != syscall.O_RDONLY, cache: oc}
+	if h.write {
+		of.writers++
+	}
 	v.mu.handles[h.fh] = h
 	v.mu.Unlock()
 	of.saw(a)
+	if h.write && v.img != nil {
+		// The image would go stale with the first write.
+		v.img.store.Remove(uint64(ino))
+	}
 	return h
 }
 
@@ -351,6 +359,9 @@ func (v *VFS) ReleaseLocks(ctx context.Context, fh uint64, flockOwner uint64) {
 	}
 	of := h.of
 	of.refs--
+	if h.write {
+		of.writers--
+	}
 	last := of.refs == 0
 	if last {
 		delete(v.mu.files, h.ino)
@@ -378,6 +389,10 @@ func (v *VFS) ReleaseLocks(ctx context.Context, fh uint64, flockOwner uint64) {
 	}
 	if err := v.m.Release(ctx, h.ino); err != nil && !errors.Is(err, syscall.EBADF) {
 		v.log.Warn("vfs: release", "ino", h.ino, "err", err)
+	}
+	if last && h.cache.valid {
+		// A file read here may now be wholly cached: worth an image.
+		v.wantImage(h.ino)
 	}
 }
 
@@ -552,8 +567,10 @@ func (v *VFS) FlushAll(ctx context.Context) error {
 }
 
 // Close flushes and closes every open file, as if each handle were
-// released (after the kernel connection is gone). The volume stays open.
+// released (after the kernel connection is gone), and stops building file
+// images. The volume stays open.
 func (v *VFS) Close(ctx context.Context) error {
+	v.stopImages()
 	err := v.FlushAll(ctx)
 	v.mu.Lock()
 	fhs := make([]uint64, 0, len(v.mu.handles))

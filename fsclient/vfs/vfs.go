@@ -61,6 +61,10 @@ type Config struct {
 	// Subdir is a directory of the volume ("a/b") to show as the root.
 	// ".." at the root stays at the root. Default: the volume's root.
 	Subdir string
+	// Images keeps file images (package image) of files wholly in the
+	// block cache, for the FUSE layer to hand to the kernel (Image). Only
+	// with a block cache private to the pod (not Shared).
+	Images bool
 	// Logger receives errors of background work (flush at release).
 	// Default: discard.
 	Logger *slog.Logger
@@ -97,6 +101,7 @@ type VFS struct {
 	name string
 	pc   pageCache // what the kernel's page cache holds (pagecache.go)
 	sp   specials  // the kernel's references to special nodes (special.go)
+	img  *images   // nil without Config.Images (image.go)
 
 	mu struct {
 		sync.Mutex
@@ -144,6 +149,9 @@ func New(v *volume.Volume, cfg Config) (*VFS, error) {
 			ino = child
 		}
 		fs.root = ino
+	}
+	if err := fs.startImages(); err != nil {
+		return nil, err
 	}
 	return fs, nil
 }

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/skiff-fs/skiff/fsclient/cache"
 	"github.com/skiff-fs/skiff/fsclient/chunk"
 	"github.com/skiff-fs/skiff/fsclient/fuse"
 	"github.com/skiff-fs/skiff/fsclient/meta"
@@ -42,6 +43,8 @@ type Config struct {
 	// Meta and Chunk tune the opened volume.
 	Meta  meta.Options
 	Chunk chunk.Config
+	// Cache gives the volume a block cache (volume.Config.Cache).
+	Cache *cache.Config
 	// VFS and Mount configure the file system; Mount.AllowOther is
 	// forced on so that As can reach the mount.
 	VFS   vfs.Config
@@ -119,7 +122,7 @@ func TryStart(t testing.TB, cfg Config) (*Mount, error) {
 	}
 	mcfg := cfg.Meta
 	mcfg.ReadOnly = mcfg.ReadOnly || cfg.VFS.ReadOnly
-	v, err := volume.Open(ctx, volume.Config{MetaURL: cfg.MetaURL, Passphrase: cfg.Passphrase, Meta: mcfg, Chunk: cfg.Chunk, Logger: cfg.Meta.Logger})
+	v, err := volume.Open(ctx, volume.Config{MetaURL: cfg.MetaURL, Passphrase: cfg.Passphrase, Meta: mcfg, Chunk: cfg.Chunk, Cache: cfg.Cache, Logger: cfg.Meta.Logger})
 	if err != nil {
 		return nil, fmt.Errorf("open volume: %w", err)
 	}

@@ -222,6 +222,7 @@ type Spec struct {
 	AttrTimeout, EntryTimeout, DirEntryTimeout time.Duration
 	AllowOther                                 bool
 	CacheWrites                                bool
+	Passthrough                                bool // file images read by the kernel (direct mode)
 	Debug                                      bool
 	// Ignored lists the options the sidecar does not know.
 	Ignored []string
@@ -294,6 +295,7 @@ func (c *Config) specs() ([]*Spec, error) {
 			EntryTimeout:      time.Second,
 			DirEntryTimeout:   time.Second,
 			AllowOther:        true, // DESIGN §6: apps run as other uids
+			Passthrough:       true, // as skiff mount's default
 		}
 		if c.CacheSize > 0 {
 			s.CacheDir, s.CacheSize = filepath.Join(c.CacheDir, v.Name), c.CacheSize
@@ -321,7 +323,8 @@ func (c *Config) specs() ([]*Spec, error) {
 }
 
 // applyOptions resolves the mount options a volume entry carries. Known:
-// ro, rw, allow-other, no-allow-other, debug, cache-writes,
+// ro, rw, allow-other, no-allow-other, passthrough, no-passthrough,
+// debug, cache-writes,
 // attr-timeout=D, entry-timeout=D, dir-entry-timeout=D (durations, or
 // plain seconds), upload-concurrency=N, buffer-size=SIZE and
 // cache-size=SIZE (bytes, or with K/M/G suffixes; a plain number of
@@ -341,6 +344,10 @@ func (s *Spec) applyOptions(opts []string) error {
 			s.AllowOther = true
 		case "no-allow-other":
 			s.AllowOther = false
+		case "passthrough":
+			s.Passthrough = true
+		case "no-passthrough":
+			s.Passthrough = false
 		case "debug":
 			s.Debug = true
 		case "cache-writes":

@@ -38,7 +38,7 @@ func TestSpecs(t *testing.T) {
 	cfg := Config{
 		Volumes: []contract.Volume{
 			{Name: "a", MountPath: "/skiff/a", SecretDir: filepath.Join(root, "a"), Options: []string{"attr-timeout=5", "entry-timeout=250ms", "cache-size=1024", "prefetch=2", "buffer-size=1G"}},
-			{Name: "b", MountPath: "/skiff/b", SecretDir: filepath.Join(root, "b"), Subdir: "x/y", ReadOnly: true, Options: []string{"cache-size=0", "upload-concurrency=3"}},
+			{Name: "b", MountPath: "/skiff/b", SecretDir: filepath.Join(root, "b"), Subdir: "x/y", ReadOnly: true, Options: []string{"cache-size=0", "upload-concurrency=3", "no-passthrough"}},
 		},
 		MemoryLimit: 1 << 30,
 	}
@@ -70,6 +70,9 @@ func TestSpecs(t *testing.T) {
 	}
 	if !a.AllowOther {
 		t.Error("allow_other must be the default (apps run as other uids)")
+	}
+	if !a.Passthrough || b.Passthrough {
+		t.Errorf("passthrough: a %v (the default), b %v (no-passthrough)", a.Passthrough, b.Passthrough)
 	}
 	if b.Passphrase != nil || b.PassphraseFile != "" || b.CredentialsFile != "" || b.CacheDir != "" || b.UploadConcurrency != 3 || !b.ReadOnly || b.Subdir != "x/y" {
 		t.Errorf("b: %+v", b)

@@ -99,13 +99,14 @@ func (d Direct) Mount(ctx context.Context, s *Spec) (Mounted, error) {
 		DirEntryTimeout: s.DirEntryTimeout,
 		ReadOnly:        s.ReadOnly,
 		Subdir:          s.Subdir,
+		Images:          s.Passthrough,
 		Logger:          log,
 	})
 	if err != nil {
 		closeVolume()
 		return nil, err
 	}
-	opts := fuse.Options{AllowOther: s.AllowOther, Debug: s.Debug, Logger: log}
+	opts := fuse.Options{AllowOther: s.AllowOther, Passthrough: s.Passthrough, Debug: s.Debug, Logger: log}
 	if d.Ops != nil {
 		opts.Observer = d.Ops.Observer(s.Name)
 	}

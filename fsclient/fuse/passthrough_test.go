@@ -85,8 +85,9 @@ func directRead(t *testing.T, p string, off int64, n int) []byte {
 // open reads it through its file image with no READ reaching skiff —
 // buffered and O_DIRECT alike, several readers at once; a writer meanwhile
 // is refused (ETXTBSY) without truncating; a change by another client is
-// read at the next open; and once the readers are gone, writes work and
-// are read back.
+// read by the next open, through skiff even while the first reader (which
+// keeps its state) is open; and once the readers are gone, writes work
+// and are read back.
 func TestPassthrough(t *testing.T) {
 	if !passthroughKernel(t) {
 		t.Skip("FUSE passthrough needs Linux 6.9 or later")
@@ -145,13 +146,27 @@ func TestPassthrough(t *testing.T) {
 	if st, err := os.Stat(m2.Path("f")); err != nil || st.Size() != size {
 		t.Fatalf("after the refused O_TRUNC: %v, %v", st, err)
 	}
-	f.Close()
 
-	// Another client changes the file (same size): the next open reads
-	// the change, through skiff.
+	// Another client changes the file (same size) while the passthrough
+	// reader is open: a new open reads the change (through skiff), the
+	// old handle keeps the state it opened.
 	changed := bytes.Clone(data)
 	copy(changed[5<<20:], "changed by the other client")
 	mustWrite(t, m2.Path("f"), changed)
+	before = reads.n.Load()
+	if got := mustRead(t, p); !bytes.Equal(got, changed) {
+		t.Fatal("an open after another client's change does not read it")
+	}
+	if reads.n.Load() == before {
+		t.Fatal("the changed file was read from the old image")
+	}
+	old := make([]byte, 64)
+	if _, err := f.ReadAt(old, 5<<20); err != nil || !bytes.Equal(old, data[5<<20:5<<20+64]) {
+		t.Fatalf("the handle opened before the change: %v, %q", err, old[:27])
+	}
+	f.Close()
+
+	// With every handle closed, the next open reads the change.
 	before = reads.n.Load()
 	if got := mustRead(t, p); !bytes.Equal(got, changed) {
 		t.Fatal("the other client's change is not read after the next open")

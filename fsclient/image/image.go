@@ -103,8 +103,11 @@ func Open(cfg Config) (*Store, error) {
 	return s, nil
 }
 
-// MinSize is Config.MinSize.
-func (s *Store) MinSize() int64 { return s.cfg.MinSize }
+// Fits reports whether a file of size bytes may have an image: at least
+// Config.MinSize, and within Config.Limit.
+func (s *Store) Fits(size uint64) bool {
+	return int64(size) >= s.cfg.MinSize && onDisk(size) <= s.cfg.Limit
+}
 
 func name(ino uint64, st Stamp) string {
 	return fmt.Sprintf("%d-%x-%x-%x", ino, st.Size, uint64(st.Mtime), uint64(st.Ctime))

@@ -392,7 +392,7 @@ func (v *VFS) ReleaseLocks(ctx context.Context, fh uint64, flockOwner uint64) {
 	}
 	if last && h.cache.valid {
 		// A file read here may now be wholly cached: worth an image.
-		v.wantImage(h.ino)
+		v.wantImage(h.ino, of.size())
 	}
 }
 

@@ -90,10 +90,11 @@ func (im *images) enabled() bool {
 	return !im.mu.off
 }
 
-// wantImage queues ino for an image, unless it is queued already.
-func (v *VFS) wantImage(ino meta.Ino) {
+// wantImage queues ino, of size bytes, for an image, unless it is queued
+// already or too small or too big for one (no meta call is spent on it).
+func (v *VFS) wantImage(ino meta.Ino, size uint64) {
 	im := v.img
-	if im == nil {
+	if im == nil || !im.store.Fits(size) {
 		return
 	}
 	im.mu.Lock()
@@ -146,7 +147,7 @@ func (v *VFS) buildImage(ctx context.Context, ino meta.Ino) (bool, error) {
 		return false, nil
 	}
 	a, err := v.m.GetAttr(ctx, ino)
-	if err != nil || a.Typ != meta.TypeFile || int64(a.Size) < st.MinSize() {
+	if err != nil || a.Typ != meta.TypeFile || !st.Fits(a.Size) {
 		return false, err
 	}
 	stamp := stampOf(&a).image()
@@ -218,7 +219,7 @@ func (v *VFS) Image(fh uint64) (*os.File, bool) {
 	}
 	f, ok := v.img.store.Lookup(uint64(h.ino), h.cache.stamp.image())
 	if !ok {
-		v.wantImage(h.ino)
+		v.wantImage(h.ino, h.cache.stamp.size)
 	}
 	return f, ok
 }

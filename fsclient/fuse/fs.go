@@ -37,6 +37,7 @@ func newFileSystem(v *vfs.VFS, log *slog.Logger) *fileSystem {
 	fs := &fileSystem{RawFileSystem: gofuse.NewDefaultRawFileSystem(), v: v, log: log, groups: newGroupCache()}
 	fs.pt.inodes = make(map[uint64]*ptInode)
 	fs.pt.fhs = make(map[uint64]ptHandle)
+	fs.pt.released = make(chan struct{})
 	return fs
 }
 
@@ -433,8 +434,8 @@ func (fs *fileSystem) Release(cancel <-chan struct{}, in *gofuse.ReleaseIn) {
 		owner = in.LockOwner
 	}
 	// The kernel does not wait for RELEASE: finish it whatever happens.
-	fs.ptRelease(in.Fh)
 	fs.v.ReleaseLocks(context.Background(), in.Fh, owner)
+	fs.ptRelease(in.Fh)
 }
 
 func (fs *fileSystem) Write(cancel <-chan struct{}, in *gofuse.WriteIn, data []byte) (uint32, gofuse.Status) {

@@ -53,6 +53,7 @@ type Options struct {
 // Server is a mounted and serving skiff file system.
 type Server struct {
 	srv        *gofuse.Server
+	fs         *fileSystem
 	v          *vfs.VFS
 	mountpoint string
 	log        *slog.Logger
@@ -112,7 +113,7 @@ func Mount(v *vfs.VFS, mountpoint string, opts Options) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("mount %s on %s: %w", name, abs, explainMountError(err, root))
 	}
-	s := &Server{srv: srv, v: v, mountpoint: abs, log: opts.Logger, done: make(chan struct{})}
+	s := &Server{srv: srv, fs: fs, v: v, mountpoint: abs, log: opts.Logger, done: make(chan struct{})}
 	go func() {
 		srv.Serve()
 		close(s.done)

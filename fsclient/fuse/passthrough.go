@@ -4,6 +4,7 @@ import (
 	"os"
 	"sync"
 	"syscall"
+	"time"
 
 	gofuse "github.com/hanwen/go-fuse/v2/fuse"
 )
@@ -32,16 +33,20 @@ import (
 //   - an open for writing fails with ETXTBSY, as writing a running
 //     program does: the kernel would send the writes of a shared writable
 //     mmap of it to the backing file, where skiff never sees them. Once
-//     the readers close the file, it opens for writing as usual.
+//     the readers close the file, it opens for writing as usual. The
+//     kernel sends RELEASE after close(2) returns, so a writer first waits
+//     up to releaseGrace for the readers' RELEASEs: a program that closes
+//     its reader and at once opens the file for writing is not refused.
 //
 // The first registration that fails (a kernel without passthrough, not
 // root) turns passthrough off for the mount.
 type passthrough struct {
-	mu     sync.Mutex
-	on     bool
-	srv    *gofuse.Server
-	inodes map[uint64]*ptInode // by node id
-	fhs    map[uint64]ptHandle // by handle
+	mu       sync.Mutex
+	released chan struct{} // closed (and replaced) when a handle is released
+	on       bool
+	srv      *gofuse.Server
+	inodes   map[uint64]*ptInode // by node id
+	fhs      map[uint64]ptHandle // by handle
 }
 
 type ptInode struct {
@@ -86,18 +91,39 @@ func (fs *fileSystem) ptBegin(node uint64) bool {
 	if !p.on && len(p.inodes) == 0 {
 		return true
 	}
-	st := p.inodes[node]
-	if st == nil {
-		st = &ptInode{}
-		p.inodes[node] = st
+	var deadline <-chan time.Time
+	for {
+		st := p.inodes[node]
+		if st == nil {
+			st = &ptInode{}
+			p.inodes[node] = st
+		}
+		if st.pt == 0 {
+			st.writers++
+			return true
+		}
+		if deadline == nil {
+			t := time.NewTimer(releaseGrace)
+			defer t.Stop()
+			deadline = t.C
+		}
+		ch := p.released
+		p.mu.Unlock()
+		select {
+		case <-ch:
+			p.mu.Lock()
+		case <-deadline:
+			p.mu.Lock()
+			if st := p.inodes[node]; st != nil && st.pt > 0 {
+				return false
+			}
+		}
 	}
-	if st.pt > 0 {
-		p.forgetIdle(node, st)
-		return false
-	}
-	st.writers++
-	return true
 }
+
+// releaseGrace is how long an open for writing waits for the RELEASEs of
+// passthrough handles the kernel may have closed already.
+const releaseGrace = 5 * time.Second
 
 // ptAbort ends a ptBegin whose open failed.
 func (fs *fileSystem) ptAbort(node uint64) {
@@ -193,6 +219,8 @@ func (fs *fileSystem) ptRelease(fh uint64) {
 		return
 	}
 	delete(p.fhs, fh)
+	close(p.released)
+	p.released = make(chan struct{})
 	st := p.inodes[h.node]
 	switch h.mode {
 	case modePass, modeRouted:

@@ -215,17 +215,7 @@ func TestIoctlBuildImage(t *testing.T) {
 	cfg := m1.Config
 	cfg.Dir, cfg.Cache, cfg.VFS, cfg.Mount = "", nil, vfs.Config{}, fuse.Options{}
 	m2 := fusetest.Start(t, cfg)
-	ask := func(p string) error {
-		f, err := os.Open(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer f.Close()
-		if _, _, errno := unix.Syscall(unix.SYS_IOCTL, f.Fd(), fuse.IoctlBuildImage, 0); errno != 0 {
-			return errno
-		}
-		return nil
-	}
+	ask := askImage
 	data := bytes.Repeat([]byte("0123456789abcdef"), 5<<16) // 5 MiB
 	mustWrite(t, m2.Path("g"), data)                        // not in m1's cache
 	if err := ask(m1.Path("g")); !errors.Is(err, syscall.ENODATA) {
@@ -249,4 +239,73 @@ func fusetestMount(o *readCounter) fuse.Options {
 		opts.Observer = o
 	}
 	return opts
+}
+
+// TestPassthroughCloseThenWrite: a program that closes its passthrough
+// reader and at once opens the file for writing is not refused, though the
+// kernel sends the reader's RELEASE after close(2) has returned.
+func TestPassthroughCloseThenWrite(t *testing.T) {
+	if !passthroughKernel(t) {
+		t.Skip("FUSE passthrough needs Linux 6.9 or later")
+	}
+	var reads readCounter
+	m := fusetest.Start(t, fusetest.Config{
+		Cache: &cache.Config{Dir: t.TempDir(), MemSize: -1, FreeRatio: -1},
+		VFS:   vfs.Config{Images: true},
+		Mount: fusetestMount(&reads),
+	})
+	p := m.Path("f")
+	mustWrite(t, p, bytes.Repeat([]byte("x"), 2<<20))
+	mustRead(t, p)
+	buf := make([]byte, 4096)
+	// The kernel opens a file passthrough only while no page-cache handle
+	// of it is open, and a file open for writing gets no image: wait for
+	// the RELEASEs of the last round's writer and of askImage's handle.
+	released := func() {
+		deadline := time.Now().Add(30 * time.Second)
+		for fuse.FileHandles(m.Server) != 0 {
+			if time.Now().After(deadline) {
+				t.Fatalf("%d handles still open 30s after their close", fuse.FileHandles(m.Server))
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	for i := range 20 {
+		released()
+		if err := askImage(p); err != nil {
+			t.Fatalf("round %d: image: %v", i, err)
+		}
+		released()
+		before := reads.n.Load()
+		r, err := os.Open(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = r.ReadAt(buf, 4096)
+		r.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if reads.n.Load() != before {
+			t.Fatalf("round %d: the reader was not passthrough", i)
+		}
+		w, err := os.OpenFile(p, os.O_WRONLY, 0)
+		if err != nil {
+			t.Fatalf("round %d: open for writing right after the reader's close: %v", i, err)
+		}
+		w.Close()
+	}
+}
+
+// askImage sends fuse.IoctlBuildImage for path.
+func askImage(p string) error {
+	f, err := os.Open(p)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if _, _, errno := unix.Syscall(unix.SYS_IOCTL, f.Fd(), fuse.IoctlBuildImage, 0); errno != 0 {
+		return errno
+	}
+	return nil
 }

@@ -42,6 +42,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -204,6 +205,7 @@ type suite struct {
 	// readAhead is the kernel's read-ahead window of the first mount, as
 	// read from its backing device.
 	readAhead string
+	warnings  []string // printed under the table
 }
 
 func run(ctx context.Context, cfg *config) error {
@@ -360,7 +362,35 @@ func (s *suite) volume(kind string) error {
 		}
 		logf("%s: %s done in %s", kind, st.name, time.Since(t).Round(time.Second))
 	}
+	s.noteFloor(v)
+	if !s.cfg.keep {
+		// Free the volume's disk space for the next one: a disk below
+		// the cache's free-space floor would stop its caching.
+		if err := v.stop(); err != nil {
+			return err
+		}
+		for _, d := range []string{v.local, v.cache, filepath.Join(v.dir, "blocks")} {
+			if err := os.RemoveAll(d); err != nil {
+				return err
+			}
+		}
+	}
 	return nil
+}
+
+// noteFloor records a warning when skiff's log says the disk fell below
+// the cache's free-space floor: its cache then stopped caching, and the
+// volume's ratios do not show skiff's cached reads.
+func (s *suite) noteFloor(v *vol) {
+	b, err := os.ReadFile(v.logFile.Name())
+	if err != nil {
+		logf("%s: read the log: %v", v.kind, err)
+		return
+	}
+	if n := bytes.Count(b, []byte("free-space floor")); n > 0 {
+		s.warnings = append(s.warnings, fmt.Sprintf("warning: skiff's cache on the %s volume stopped caching %d times: the disk fell below "+
+			"the cache's free-space floor (--cache-free-ratio); free space on %s and run again", v.kind, n, s.work))
+	}
 }
 
 // skiff runs a skiff command to its end, its output going to the log.
@@ -862,6 +892,9 @@ func (s *suite) print(w io.Writer, took time.Duration) {
 		if warm > 0 && after > 0 {
 			fmt.Fprintf(w, "first read after warmup (%s) runs at %.2fx of skiff's warm read (%s vs %s MiB/s)\n", vol, after/warm, num(after), num(warm))
 		}
+	}
+	for _, warn := range s.warnings {
+		fmt.Fprintln(w, warn)
 	}
 	fmt.Fprintf(w, "%d PASS, %d MISS; took %s\n", pass, miss, took.Round(time.Second))
 }

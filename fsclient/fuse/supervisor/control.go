@@ -106,19 +106,12 @@ func (c *ctrlConn) recv(deadline time.Time) (ctrlMsg, []*os.File, error) {
 	}
 	var files []*os.File
 	if oobn > 0 {
-		scms, err := unix.ParseSocketControlMessage(oob[:oobn])
+		fds, err := unixRights(oob[:oobn])
 		if err != nil {
 			return ctrlMsg{}, nil, err
 		}
-		for _, scm := range scms {
-			fds, err := unix.ParseUnixRights(&scm)
-			if err != nil {
-				continue
-			}
-			for _, fd := range fds {
-				syscall.CloseOnExec(fd)
-				files = append(files, os.NewFile(uintptr(fd), "skiff-fuse-conn"))
-			}
+		for _, fd := range fds {
+			files = append(files, os.NewFile(uintptr(fd), "skiff-fuse-conn"))
 		}
 	}
 	var m ctrlMsg
@@ -162,4 +155,25 @@ func seqpacketPair(sndbuf int) (local, remote *os.File, granted int, err error) 
 		return nil, nil, 0, err
 	}
 	return os.NewFile(uintptr(fds[0]), "skiff-relay"), os.NewFile(uintptr(fds[1]), "skiff-relay-worker"), granted, nil
+}
+
+// unixRights returns the descriptors passed in the control messages oob
+// (SCM_RIGHTS), each set close-on-exec.
+func unixRights(oob []byte) ([]int, error) {
+	scms, err := unix.ParseSocketControlMessage(oob)
+	if err != nil {
+		return nil, err
+	}
+	var fds []int
+	for _, scm := range scms {
+		got, err := unix.ParseUnixRights(&scm)
+		if err != nil {
+			continue
+		}
+		for _, fd := range got {
+			syscall.CloseOnExec(fd)
+		}
+		fds = append(fds, got...)
+	}
+	return fds, nil
 }

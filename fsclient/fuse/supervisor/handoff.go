@@ -10,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -485,26 +484,17 @@ func recvFD(c *net.UnixConn) (int, error) {
 	if n != 1 {
 		return -1, errors.New("the old supervisor closed the connection")
 	}
-	fd := -1
-	scms, err := unix.ParseSocketControlMessage(oob[:oobn])
+	fds, err := unixRights(oob[:oobn])
 	if err != nil {
 		return -1, err
 	}
-	for _, scm := range scms {
-		fds, err := unix.ParseUnixRights(&scm)
-		if err != nil {
-			continue
-		}
-		for _, f := range fds {
-			syscall.CloseOnExec(f)
-			if fd < 0 {
-				fd = f
-			} else {
-				unix.Close(f)
-			}
-		}
+	if len(fds) == 0 {
+		return -1, nil
 	}
-	return fd, nil
+	for _, f := range fds[1:] {
+		unix.Close(f)
+	}
+	return fds[0], nil
 }
 
 // OpenHandles counts the file and directory handles open on the mount.

@@ -82,12 +82,7 @@ func TestMetaURLFileAndMetricsSocket(t *testing.T) {
 	if got := mfs["skiff_write_buffer_limit_bytes"].GetMetric(); len(got) != 1 || got[0].GetGauge().GetValue() != 64<<20 {
 		t.Errorf("skiff_write_buffer_limit_bytes: %v", got)
 	}
-	um := newUmount(&globals{})
-	um.SetArgs([]string{mp})
-	if err := um.Execute(); err != nil {
-		t.Fatalf("skiff umount: %v", err)
-	}
-	waitDone(t, done, out)
+	umountAndWait(t, mp, done, out)
 	if _, err := os.Lstat(sock); !os.IsNotExist(err) {
 		t.Errorf("the metrics socket outlived the mount: %v", err)
 	}

@@ -43,6 +43,17 @@ func startMount(t *testing.T, args ...string) (*syncbuf.Buffer, <-chan error) {
 	return out, done
 }
 
+// umountAndWait runs skiff umount on mp and waits for the mount's end.
+func umountAndWait(t *testing.T, mp string, done <-chan error, out *syncbuf.Buffer) {
+	t.Helper()
+	um := newUmount(&globals{})
+	um.SetArgs([]string{mp})
+	if err := um.Execute(); err != nil {
+		t.Fatalf("skiff umount: %v", err)
+	}
+	waitDone(t, done, out)
+}
+
 func waitDone(t *testing.T, done <-chan error, out *syncbuf.Buffer) {
 	t.Helper()
 	select {
@@ -88,12 +99,7 @@ func TestMountCommand(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(mp, "x"), nil, 0o644); !os.IsPermission(err) && !strings.Contains(errString(err), "read-only") {
 		t.Errorf("write on a read-only mount: %v", err)
 	}
-	um := newUmount(&globals{})
-	um.SetArgs([]string{mp})
-	if err := um.Execute(); err != nil {
-		t.Fatalf("skiff umount: %v", err)
-	}
-	waitDone(t, done, out)
+	umountAndWait(t, mp, done, out)
 
 	// The data survived, and mounting fails clearly where it cannot work.
 	out, done = startMount(t, metaURL, mp)
@@ -117,7 +123,7 @@ func TestMountCommand(t *testing.T) {
 			t.Errorf("skiff mount %v: %v, want an error containing %q", c.args, err, c.want)
 		}
 	}
-	um = newUmount(&globals{})
+	um := newUmount(&globals{})
 	um.SetArgs([]string{"--force", mp})
 	if err := um.Execute(); err != nil {
 		t.Fatalf("skiff umount --force: %v", err)

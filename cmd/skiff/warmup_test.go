@@ -193,10 +193,5 @@ func TestWarmupInsideMount(t *testing.T) {
 	if _, err := warm(t.TempDir()); err == nil || !strings.Contains(err.Error(), "not in a skiff mount") {
 		t.Errorf("warmup outside a mount: %v", err)
 	}
-	um := newUmount(&globals{})
-	um.SetArgs([]string{mp})
-	if err := um.Execute(); err != nil {
-		t.Fatalf("skiff umount: %v", err)
-	}
-	waitDone(t, done, out)
+	umountAndWait(t, mp, done, out)
 }

@@ -20,41 +20,8 @@ import (
 func startHandOff(t *testing.T, metaURL string) (*supervisor.Supervisor, string, *syncbuf.Buffer) {
 	t.Helper()
 	logs := &syncbuf.Buffer{}
-	dir := t.TempDir()
-	mp := filepath.Join(dir, "mnt")
-	if err := os.Mkdir(mp, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	sock := filepath.Join(dir, "handoff.sock")
-	s, err := supervisor.Start(supervisor.Config{
-		Mountpoint:    mp,
-		AllowOther:    true,
-		Worker:        workerCmd(t, "v1", metaURL, logs),
-		Logger:        slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo})),
-		StartTimeout:  30 * time.Second,
-		HandOffSocket: sock,
-	})
-	if err != nil {
-		t.Fatalf("start: %v\n%s", err, logs)
-	}
-	dev := devOf(t, mp)
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("logs:\n%s", logs)
-		}
-		select {
-		case <-s.Done():
-		default:
-			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-			defer cancel()
-			if err := s.Shutdown(ctx); err != nil {
-				t.Errorf("shutdown: %v", err)
-			}
-		}
-		if mounted(t, mp) {
-			abortConnection(dev, mp)
-		}
-	})
+	sock := filepath.Join(t.TempDir(), "handoff.sock")
+	s := startWith(t, supervisor.Config{Worker: workerCmd(t, "v1", metaURL, logs), HandOffSocket: sock}, logs)
 	return s, sock, logs
 }
 

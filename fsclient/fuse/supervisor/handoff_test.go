@@ -237,13 +237,7 @@ func TestHandOffDuringWrite(t *testing.T) {
 	b := <-bc
 	checkHandedOver(t, a, b, mp, dev)
 	dropCaches(t)
-	sum, n := app(t, "read", path, 0, 0, fileSize+1, nil)
-	if n != fileSize {
-		t.Fatalf("read back %d bytes, want %d", n, fileSize)
-	}
-	if want := sumOf(5, fileSize); sum != want {
-		t.Fatalf("checksum after a hand-off during the write: got %x, want %x", sum, want)
-	}
+	checkRead(t, path, 5, "after a hand-off during the write")
 	b.stop(t)
 }
 

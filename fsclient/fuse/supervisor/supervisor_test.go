@@ -94,20 +94,26 @@ func start(t *testing.T, metaURL string) (*supervisor.Supervisor, *syncbuf.Buffe
 // startCmd mounts a supervisor running worker.
 func startCmd(t *testing.T, worker supervisor.Command, logs *syncbuf.Buffer) *supervisor.Supervisor {
 	t.Helper()
+	return startWith(t, supervisor.Config{Worker: worker}, logs)
+}
+
+// startWith mounts a supervisor configured by cfg under t.TempDir(); it
+// fills in Mountpoint, AllowOther, Logger (into logs) and StartTimeout.
+// In t.Cleanup it is shut down, and a mount still there (left to no one
+// by a hand-off) has its connection aborted.
+func startWith(t *testing.T, cfg supervisor.Config, logs *syncbuf.Buffer) *supervisor.Supervisor {
+	t.Helper()
 	mp := filepath.Join(t.TempDir(), "mnt")
 	if err := os.Mkdir(mp, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	s, err := supervisor.Start(supervisor.Config{
-		Mountpoint:   mp,
-		AllowOther:   true,
-		Worker:       worker,
-		Logger:       slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo})),
-		StartTimeout: 30 * time.Second,
-	})
+	cfg.Mountpoint, cfg.AllowOther, cfg.StartTimeout = mp, true, 30*time.Second
+	cfg.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	s, err := supervisor.Start(cfg)
 	if err != nil {
 		t.Fatalf("start: %v\n%s", err, logs)
 	}
+	dev := devOf(t, mp)
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("logs:\n%s", logs)
@@ -121,9 +127,24 @@ func startCmd(t *testing.T, worker supervisor.Command, logs *syncbuf.Buffer) *su
 				t.Errorf("shutdown: %v", err)
 			}
 		}
-		syscall.Unmount(mp, syscall.MNT_DETACH) // no-op when gone
+		if mounted(t, mp) {
+			abortConnection(dev, mp)
+		}
 	})
 	return s
+}
+
+// checkRead reads path back from a separate process and checks it is the
+// fileSize bytes of stream(seed).
+func checkRead(t *testing.T, path string, seed uint64, what string) {
+	t.Helper()
+	sum, n := app(t, "read", path, 0, 0, fileSize+1, nil)
+	if n != fileSize {
+		t.Fatalf("read back %d bytes, want %d", n, fileSize)
+	}
+	if want := sumOf(seed, fileSize); sum != want {
+		t.Fatalf("checksum %s: got %x, want %x", what, sum, want)
+	}
 }
 
 const (
@@ -325,13 +346,7 @@ func TestKillWorkerDuringWrite(t *testing.T) {
 		t.Fatal("the killed worker is still the current one")
 	}
 	dropCaches(t)
-	sum, n := app(t, "read", path, 0, 0, fileSize+1, nil)
-	if n != fileSize {
-		t.Fatalf("read back %d bytes, want %d", n, fileSize)
-	}
-	if want := sumOf(1, fileSize); sum != want {
-		t.Fatalf("checksum after a kill during the write: got %x, want %x", sum, want)
-	}
+	checkRead(t, path, 1, "after a kill during the write")
 }
 
 func TestKillWorkerDuringRead(t *testing.T) {

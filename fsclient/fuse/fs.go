@@ -305,7 +305,7 @@ func (fs *fileSystem) Create(cancel <-chan struct{}, in *gofuse.CreateIn, name s
 // one that opened an existing file may meet passthrough readers). It
 // reports false, having released fh, when the open must fail (ETXTBSY).
 func (fs *fileSystem) openCreated(node, fh uint64, out *gofuse.OpenOut) bool {
-	mode, id := fs.ptOpen(node, fh, true, func() (*os.File, bool) { return nil, false })
+	mode, id := fs.ptOpen(node, fh, true, nil)
 	if mode == modeBusy {
 		fs.v.Release(context.Background(), fh)
 		return false

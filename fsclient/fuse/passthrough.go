@@ -145,8 +145,8 @@ func (p *passthrough) forgetIdle(node uint64, st *ptInode) {
 // ptOpen decides how the kernel opens handle fh of node: passthrough or
 // routed (with the backing id), cached, or not at all (modeBusy: the caller
 // releases fh and answers ETXTBSY). write says the handle may write; image
-// returns the handle's file image and is called only when passthrough is
-// possible.
+// returns a read-only handle's file image (nil for writers) and is called
+// only when passthrough is possible.
 func (fs *fileSystem) ptOpen(node, fh uint64, write bool, image func() (*os.File, bool)) (ptMode, int32) {
 	p := &fs.pt
 	p.mu.Lock()
@@ -175,7 +175,7 @@ func (fs *fileSystem) ptOpen(node, fh uint64, write bool, image func() (*os.File
 			}
 			f.Close()
 		}
-	case st.cached == 0 && st.writers == 0 && p.on && p.srv != nil:
+	case !write && st.cached == 0 && st.writers == 0 && p.on && p.srv != nil:
 		if f, ok := image(); ok {
 			mode = fs.register(st, f)
 			f.Close()

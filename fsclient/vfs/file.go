@@ -391,8 +391,11 @@ func (v *VFS) ReleaseLocks(ctx context.Context, fh uint64, flockOwner uint64) {
 		v.log.Warn("vfs: release", "ino", h.ino, "err", err)
 	}
 	if last && h.cache.valid {
-		// A file read here may now be wholly cached: worth an image.
-		v.wantImage(h.ino, of.size())
+		// A file read here may now be wholly cached: worth an image. (A
+		// file written here has moved on from the stamp: never an image's.)
+		st := h.cache.stamp
+		st.size = of.size()
+		v.wantImage(h.ino, st)
 	}
 }
 

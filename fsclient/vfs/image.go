@@ -90,11 +90,12 @@ func (im *images) enabled() bool {
 	return !im.mu.off
 }
 
-// wantImage queues ino, of size bytes, for an image, unless it is queued
-// already or too small or too big for one (no meta call is spent on it).
-func (v *VFS) wantImage(ino meta.Ino, size uint64) {
+// wantImage queues ino, last seen at stamp st, for an image, unless it is
+// queued already, has the image of st, or is too small or too big for one
+// (no meta call is spent on those).
+func (v *VFS) wantImage(ino meta.Ino, st cacheStamp) {
 	im := v.img
-	if im == nil || !im.store.Fits(size) {
+	if im == nil || !im.store.Fits(st.size) || im.store.Has(uint64(ino), st.image()) {
 		return
 	}
 	im.mu.Lock()
@@ -219,7 +220,7 @@ func (v *VFS) Image(fh uint64) (*os.File, bool) {
 	}
 	f, ok := v.img.store.Lookup(uint64(h.ino), h.cache.stamp.image())
 	if !ok {
-		v.wantImage(h.ino, h.cache.stamp.size)
+		v.wantImage(h.ino, h.cache.stamp)
 	}
 	return f, ok
 }

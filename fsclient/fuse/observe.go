@@ -55,6 +55,14 @@ func (w *observed) done(op string, t0 time.Time, st gofuse.Status) {
 	w.o.ObserveOp(op, time.Since(t0), errno)
 }
 
+// op reports one operation started at t0 that answered st, and returns
+// st. Callers pass time.Now() before the call they time: Go evaluates the
+// arguments left to right.
+func (w *observed) op(name string, t0 time.Time, st gofuse.Status) gofuse.Status {
+	w.done(name, t0, st)
+	return st
+}
+
 func (w *observed) String() string        { return w.fs.String() }
 func (w *observed) SetDebug(debug bool)   { w.fs.SetDebug(debug) }
 func (w *observed) Init(s *gofuse.Server) { w.fs.Init(s) }
@@ -77,73 +85,43 @@ func (w *observed) Release(cancel <-chan struct{}, in *gofuse.ReleaseIn) {
 }
 
 func (w *observed) Lookup(cancel <-chan struct{}, h *gofuse.InHeader, name string, out *gofuse.EntryOut) gofuse.Status {
-	t0 := time.Now()
-	st := w.fs.Lookup(cancel, h, name, out)
-	w.done("lookup", t0, st)
-	return st
+	return w.op("lookup", time.Now(), w.fs.Lookup(cancel, h, name, out))
 }
 
 func (w *observed) GetAttr(cancel <-chan struct{}, in *gofuse.GetAttrIn, out *gofuse.AttrOut) gofuse.Status {
-	t0 := time.Now()
-	st := w.fs.GetAttr(cancel, in, out)
-	w.done("getattr", t0, st)
-	return st
+	return w.op("getattr", time.Now(), w.fs.GetAttr(cancel, in, out))
 }
 
 func (w *observed) SetAttr(cancel <-chan struct{}, in *gofuse.SetAttrIn, out *gofuse.AttrOut) gofuse.Status {
-	t0 := time.Now()
-	st := w.fs.SetAttr(cancel, in, out)
-	w.done("setattr", t0, st)
-	return st
+	return w.op("setattr", time.Now(), w.fs.SetAttr(cancel, in, out))
 }
 
 func (w *observed) Mknod(cancel <-chan struct{}, in *gofuse.MknodIn, name string, out *gofuse.EntryOut) gofuse.Status {
-	t0 := time.Now()
-	st := w.fs.Mknod(cancel, in, name, out)
-	w.done("mknod", t0, st)
-	return st
+	return w.op("mknod", time.Now(), w.fs.Mknod(cancel, in, name, out))
 }
 
 func (w *observed) Mkdir(cancel <-chan struct{}, in *gofuse.MkdirIn, name string, out *gofuse.EntryOut) gofuse.Status {
-	t0 := time.Now()
-	st := w.fs.Mkdir(cancel, in, name, out)
-	w.done("mkdir", t0, st)
-	return st
+	return w.op("mkdir", time.Now(), w.fs.Mkdir(cancel, in, name, out))
 }
 
 func (w *observed) Unlink(cancel <-chan struct{}, h *gofuse.InHeader, name string) gofuse.Status {
-	t0 := time.Now()
-	st := w.fs.Unlink(cancel, h, name)
-	w.done("unlink", t0, st)
-	return st
+	return w.op("unlink", time.Now(), w.fs.Unlink(cancel, h, name))
 }
 
 func (w *observed) Rmdir(cancel <-chan struct{}, h *gofuse.InHeader, name string) gofuse.Status {
-	t0 := time.Now()
-	st := w.fs.Rmdir(cancel, h, name)
-	w.done("rmdir", t0, st)
-	return st
+	return w.op("rmdir", time.Now(), w.fs.Rmdir(cancel, h, name))
 }
 
 func (w *observed) Rename(cancel <-chan struct{}, in *gofuse.RenameIn, oldName, newName string) gofuse.Status {
-	t0 := time.Now()
-	st := w.fs.Rename(cancel, in, oldName, newName)
-	w.done("rename", t0, st)
-	return st
+	return w.op("rename", time.Now(), w.fs.Rename(cancel, in, oldName, newName))
 }
 
 func (w *observed) Link(cancel <-chan struct{}, in *gofuse.LinkIn, name string, out *gofuse.EntryOut) gofuse.Status {
-	t0 := time.Now()
-	st := w.fs.Link(cancel, in, name, out)
-	w.done("link", t0, st)
-	return st
+	return w.op("link", time.Now(), w.fs.Link(cancel, in, name, out))
 }
 
 func (w *observed) Symlink(cancel <-chan struct{}, h *gofuse.InHeader, target, name string, out *gofuse.EntryOut) gofuse.Status {
-	t0 := time.Now()
-	st := w.fs.Symlink(cancel, h, target, name, out)
-	w.done("symlink", t0, st)
-	return st
+	return w.op("symlink", time.Now(), w.fs.Symlink(cancel, h, target, name, out))
 }
 
 func (w *observed) Readlink(cancel <-chan struct{}, h *gofuse.InHeader) ([]byte, gofuse.Status) {
@@ -154,10 +132,7 @@ func (w *observed) Readlink(cancel <-chan struct{}, h *gofuse.InHeader) ([]byte,
 }
 
 func (w *observed) Access(cancel <-chan struct{}, in *gofuse.AccessIn) gofuse.Status {
-	t0 := time.Now()
-	st := w.fs.Access(cancel, in)
-	w.done("access", t0, st)
-	return st
+	return w.op("access", time.Now(), w.fs.Access(cancel, in))
 }
 
 func (w *observed) GetXAttr(cancel <-chan struct{}, h *gofuse.InHeader, attr string, dest []byte) (uint32, gofuse.Status) {
@@ -175,38 +150,23 @@ func (w *observed) ListXAttr(cancel <-chan struct{}, h *gofuse.InHeader, dest []
 }
 
 func (w *observed) SetXAttr(cancel <-chan struct{}, in *gofuse.SetXAttrIn, attr string, data []byte) gofuse.Status {
-	t0 := time.Now()
-	st := w.fs.SetXAttr(cancel, in, attr, data)
-	w.done("setxattr", t0, st)
-	return st
+	return w.op("setxattr", time.Now(), w.fs.SetXAttr(cancel, in, attr, data))
 }
 
 func (w *observed) RemoveXAttr(cancel <-chan struct{}, h *gofuse.InHeader, attr string) gofuse.Status {
-	t0 := time.Now()
-	st := w.fs.RemoveXAttr(cancel, h, attr)
-	w.done("removexattr", t0, st)
-	return st
+	return w.op("removexattr", time.Now(), w.fs.RemoveXAttr(cancel, h, attr))
 }
 
 func (w *observed) Create(cancel <-chan struct{}, in *gofuse.CreateIn, name string, out *gofuse.CreateOut) gofuse.Status {
-	t0 := time.Now()
-	st := w.fs.Create(cancel, in, name, out)
-	w.done("create", t0, st)
-	return st
+	return w.op("create", time.Now(), w.fs.Create(cancel, in, name, out))
 }
 
 func (w *observed) Tmpfile(cancel <-chan struct{}, in *gofuse.CreateIn, out *gofuse.CreateOut) gofuse.Status {
-	t0 := time.Now()
-	st := w.fs.Tmpfile(cancel, in, out)
-	w.done("tmpfile", t0, st)
-	return st
+	return w.op("tmpfile", time.Now(), w.fs.Tmpfile(cancel, in, out))
 }
 
 func (w *observed) Open(cancel <-chan struct{}, in *gofuse.OpenIn, out *gofuse.OpenOut) gofuse.Status {
-	t0 := time.Now()
-	st := w.fs.Open(cancel, in, out)
-	w.done("open", t0, st)
-	return st
+	return w.op("open", time.Now(), w.fs.Open(cancel, in, out))
 }
 
 func (w *observed) Read(cancel <-chan struct{}, in *gofuse.ReadIn, buf []byte) (gofuse.ReadResult, gofuse.Status) {
@@ -217,31 +177,19 @@ func (w *observed) Read(cancel <-chan struct{}, in *gofuse.ReadIn, buf []byte) (
 }
 
 func (w *observed) Lseek(cancel <-chan struct{}, in *gofuse.LseekIn, out *gofuse.LseekOut) gofuse.Status {
-	t0 := time.Now()
-	st := w.fs.Lseek(cancel, in, out)
-	w.done("lseek", t0, st)
-	return st
+	return w.op("lseek", time.Now(), w.fs.Lseek(cancel, in, out))
 }
 
 func (w *observed) GetLk(cancel <-chan struct{}, in *gofuse.LkIn, out *gofuse.LkOut) gofuse.Status {
-	t0 := time.Now()
-	st := w.fs.GetLk(cancel, in, out)
-	w.done("getlk", t0, st)
-	return st
+	return w.op("getlk", time.Now(), w.fs.GetLk(cancel, in, out))
 }
 
 func (w *observed) SetLk(cancel <-chan struct{}, in *gofuse.LkIn) gofuse.Status {
-	t0 := time.Now()
-	st := w.fs.SetLk(cancel, in)
-	w.done("setlk", t0, st)
-	return st
+	return w.op("setlk", time.Now(), w.fs.SetLk(cancel, in))
 }
 
 func (w *observed) SetLkw(cancel <-chan struct{}, in *gofuse.LkIn) gofuse.Status {
-	t0 := time.Now()
-	st := w.fs.SetLkw(cancel, in)
-	w.done("setlkw", t0, st)
-	return st
+	return w.op("setlkw", time.Now(), w.fs.SetLkw(cancel, in))
 }
 
 func (w *observed) Write(cancel <-chan struct{}, in *gofuse.WriteIn, data []byte) (uint32, gofuse.Status) {
@@ -270,71 +218,41 @@ func (w *observed) CopyFileRange(cancel <-chan struct{}, in *gofuse.CopyFileRang
 }
 
 func (w *observed) Ioctl(cancel <-chan struct{}, in *gofuse.IoctlIn, inbuf []byte, out *gofuse.IoctlOut, outbuf []byte) gofuse.Status {
-	t0 := time.Now()
-	st := w.fs.Ioctl(cancel, in, inbuf, out, outbuf)
-	w.done("ioctl", t0, st)
-	return st
+	return w.op("ioctl", time.Now(), w.fs.Ioctl(cancel, in, inbuf, out, outbuf))
 }
 
 func (w *observed) Flush(cancel <-chan struct{}, in *gofuse.FlushIn) gofuse.Status {
-	t0 := time.Now()
-	st := w.fs.Flush(cancel, in)
-	w.done("flush", t0, st)
-	return st
+	return w.op("flush", time.Now(), w.fs.Flush(cancel, in))
 }
 
 func (w *observed) Fsync(cancel <-chan struct{}, in *gofuse.FsyncIn) gofuse.Status {
-	t0 := time.Now()
-	st := w.fs.Fsync(cancel, in)
-	w.done("fsync", t0, st)
-	return st
+	return w.op("fsync", time.Now(), w.fs.Fsync(cancel, in))
 }
 
 func (w *observed) Fallocate(cancel <-chan struct{}, in *gofuse.FallocateIn) gofuse.Status {
-	t0 := time.Now()
-	st := w.fs.Fallocate(cancel, in)
-	w.done("fallocate", t0, st)
-	return st
+	return w.op("fallocate", time.Now(), w.fs.Fallocate(cancel, in))
 }
 
 func (w *observed) OpenDir(cancel <-chan struct{}, in *gofuse.OpenIn, out *gofuse.OpenOut) gofuse.Status {
-	t0 := time.Now()
-	st := w.fs.OpenDir(cancel, in, out)
-	w.done("opendir", t0, st)
-	return st
+	return w.op("opendir", time.Now(), w.fs.OpenDir(cancel, in, out))
 }
 
 func (w *observed) ReadDir(cancel <-chan struct{}, in *gofuse.ReadIn, out *gofuse.DirEntryList) gofuse.Status {
-	t0 := time.Now()
-	st := w.fs.ReadDir(cancel, in, out)
-	w.done("readdir", t0, st)
-	return st
+	return w.op("readdir", time.Now(), w.fs.ReadDir(cancel, in, out))
 }
 
 func (w *observed) ReadDirPlus(cancel <-chan struct{}, in *gofuse.ReadIn, out *gofuse.DirEntryList) gofuse.Status {
-	t0 := time.Now()
-	st := w.fs.ReadDirPlus(cancel, in, out)
-	w.done("readdirplus", t0, st)
-	return st
+	return w.op("readdirplus", time.Now(), w.fs.ReadDirPlus(cancel, in, out))
 }
 
 func (w *observed) FsyncDir(cancel <-chan struct{}, in *gofuse.FsyncIn) gofuse.Status {
-	t0 := time.Now()
-	st := w.fs.FsyncDir(cancel, in)
-	w.done("fsyncdir", t0, st)
-	return st
+	return w.op("fsyncdir", time.Now(), w.fs.FsyncDir(cancel, in))
 }
 
 func (w *observed) StatFs(cancel <-chan struct{}, h *gofuse.InHeader, out *gofuse.StatfsOut) gofuse.Status {
-	t0 := time.Now()
-	st := w.fs.StatFs(cancel, h, out)
-	w.done("statfs", t0, st)
-	return st
+	return w.op("statfs", time.Now(), w.fs.StatFs(cancel, h, out))
 }
 
 func (w *observed) Statx(cancel <-chan struct{}, in *gofuse.StatxIn, out *gofuse.StatxOut) gofuse.Status {
-	t0 := time.Now()
-	st := w.fs.Statx(cancel, in, out)
-	w.done("statx", t0, st)
-	return st
+	return w.op("statx", time.Now(), w.fs.Statx(cancel, in, out))
 }

@@ -296,7 +296,7 @@ func (r *FileReader) readBlock(ctx context.Context, t blockRead, seq bool) error
 	}
 	var err error
 	if !seq && t.n < t.length && r.s.tf.plainLayout() && !r.s.cachedWhole(t.key, t.length) {
-		data, err = r.s.blockRange(ctx, t.key, t.off, t.n)
+		data, err = r.s.blockRange(ctx, t.key, t.length, t.off, t.n)
 	} else {
 		data, err = r.wholeBlock(ctx, t.key, t.length, true)
 		data = data[min(int(t.off), len(data)):]

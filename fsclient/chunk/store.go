@@ -65,6 +65,14 @@ type Config struct {
 	// Key is the volume's data key from OpenKey; nil stores blocks
 	// unencrypted.
 	Key []byte
+	// BlockFormat is the format new blocks are written in: 1, or 2 (with
+	// checksums). Blocks of either are read whatever it is. Default
+	// format.Version.
+	BlockFormat int
+	// OldBlocks says the volume may hold blocks of an older format than
+	// BlockFormat (format.Format.OldestVersion): range reads then read a
+	// block's header before its bytes. Default false.
+	OldBlocks bool
 	// BufferSize bounds the bytes of written, not yet uploaded data held
 	// by all writers together; WriteAt waits when it is used up. At least
 	// BlockSize. Default 300 MiB.
@@ -115,6 +123,9 @@ func (c *Config) validate() error {
 	}
 	if _, ok := codecByName[c.Compression]; !ok {
 		return fmt.Errorf("unknown compression %q: use one of none, lz4, zstd", c.Compression)
+	}
+	if err := c.validateBlockFormat(); err != nil {
+		return err
 	}
 	if c.Key != nil && len(c.Key) != KeySize {
 		return fmt.Errorf("data key is %d bytes, want %d", len(c.Key), KeySize)
@@ -192,15 +203,16 @@ const genSlots = 4096
 // and FileReader.mu → Store.mu.
 // Store.mu is never held while another lock is taken.
 type Store struct {
-	obj     object.Store
-	cfg     Config
-	log     *slog.Logger
-	tf      *transform
-	budget  *semaphore.Weighted
-	upSem   chan struct{}
-	downSem chan struct{}
-	gens    [genSlots]atomic.Uint64
-	stats   counters
+	obj      object.Store
+	cfg      Config
+	log      *slog.Logger
+	tf       *transform
+	budget   *semaphore.Weighted
+	upSem    chan struct{}
+	downSem  chan struct{}
+	gens     [genSlots]atomic.Uint64
+	stats    counters
+	versions versionMemo // block formats learnt by range reads (Config.OldBlocks)
 
 	uploading atomic.Int64 // block uploads started and not finished
 	bufs      chan []byte  // free block buffers (cap BlockSize), at most BufferSize/BlockSize
@@ -236,7 +248,7 @@ func New(obj object.Store, cfg Config) (*Store, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	tf, err := newTransform(cfg.Compression, cfg.Key)
+	tf, err := newTransform(cfg.Compression, cfg.Key, cfg.BlockFormat)
 	if err != nil {
 		return nil, err
 	}
@@ -626,11 +638,11 @@ func (s *Store) block(ctx context.Context, key string, length uint32) ([]byte, e
 		if data, ok := s.cached(key, length); ok {
 			return data, nil
 		}
-		stored, err := s.getObject(ctx, key, 0, -1, int(length)+headerSize+nonceSize+tagSize)
+		stored, err := s.getObject(ctx, key, 0, -1, storedBound(length))
 		if err != nil {
 			return nil, err
 		}
-		plain, err := s.tf.decode(key, stored, length)
+		plain, err := s.tf.decodeOwned(key, stored, length)
 		if err == nil && s.cfg.Cache != nil {
 			if s.cfg.Cache.Shared() {
 				s.cfg.Cache.Put(key, stored)
@@ -687,7 +699,7 @@ func (s *Store) readCached(key string, length uint32, dst []byte, off uint32) bo
 		return false
 	}
 	if s.cfg.Cache.Shared() {
-		return s.cfg.Cache.ReadAt(key, headerSize+int64(length), dst, headerSize+int64(off))
+		return s.readCachedStored(key, length, dst, off)
 	}
 	return s.cfg.Cache.ReadAt(key, int64(length), dst, int64(off))
 }
@@ -724,18 +736,12 @@ func (s *Store) cachedWhole(key string, length uint32) bool {
 	return false
 }
 
-// blockRange returns bytes [off, off+n) of a block stored in the plain
-// layout with one range read (shared, read-only).
-func (s *Store) blockRange(ctx context.Context, key string, off, n uint32) ([]byte, error) {
+// blockRange returns bytes [off, off+n) of a block of length bytes stored
+// in the plain layout with one range read (shared, read-only), verified
+// when the block has checksums (fetchRange).
+func (s *Store) blockRange(ctx context.Context, key string, length, off, n uint32) ([]byte, error) {
 	id := fmt.Sprintf("%s@%d+%d", key, off, n)
 	return s.collapse(ctx, id, func(ctx context.Context) ([]byte, error) {
-		data, err := s.getObject(ctx, key, headerSize+int64(off), int64(n), int(n))
-		if err != nil {
-			return nil, err
-		}
-		if len(data) != int(n) {
-			return nil, fmt.Errorf("%w: block %s: range %d+%d returned %d bytes: the object is shorter than its key says", ErrCorrupt, key, off, n, len(data))
-		}
-		return data, nil
+		return s.fetchRange(ctx, key, length, off, n)
 	})
 }

@@ -3,6 +3,7 @@ package chunk
 import (
 	"crypto/cipher"
 	"crypto/rand"
+	"encoding/binary"
 	"fmt"
 	"sync"
 
@@ -15,16 +16,17 @@ import (
 
 // Stored block layout (see doc.go):
 //
-//	byte 0      header: bits 7-4 format version (1), bit 3 encrypted,
+//	byte 0      header: bits 7-4 format version (1 or 2), bit 3 encrypted,
 //	            bits 2-0 codec (0 none, 1 lz4 block, 2 zstd frame)
-//	plain:      header ‖ payload
-//	encrypted:  header ‖ nonce (24 bytes) ‖ XChaCha20-Poly1305(payload)
+//	plain:      header ‖ body
+//	encrypted:  header ‖ nonce (24 bytes) ‖ XChaCha20-Poly1305(body)
 //	            with associated data header ‖ object key
 //
-// payload is the block compressed with the header's codec; a block that
-// does not shrink is stored with codec 0 whatever the volume's compression.
+// In format 1 body is the payload: the block compressed with the header's
+// codec; a block that does not shrink is stored with codec 0 whatever the
+// volume's compression. Format 2 adds checksums to the body (blockfmt.go).
+// Every block says its format in its header, so a volume may hold both.
 const (
-	blockVersion  = 1
 	flagEncrypted = 1 << 3
 	codecMask     = 0x7
 	headerSize    = 1
@@ -46,19 +48,23 @@ var codecByName = map[string]byte{"": codecNone, "none": codecNone, "lz4": codec
 // transform turns a block into its stored form and back. It is safe for
 // concurrent use.
 type transform struct {
-	codec byte        // codec new blocks are compressed with
-	aead  cipher.AEAD // nil: blocks are not encrypted
-	zenc  *zstd.Encoder
-	zdec  *zstd.Decoder
-	lz4s  sync.Pool // *lz4.Compressor (not safe for concurrent use)
+	version byte        // block format new blocks are written in (1 or 2)
+	codec   byte        // codec new blocks are compressed with
+	aead    cipher.AEAD // nil: blocks are not encrypted
+	zenc    *zstd.Encoder
+	zdec    *zstd.Decoder
+	lz4s    sync.Pool // *lz4.Compressor (not safe for concurrent use)
 }
 
-func newTransform(compression string, key []byte) (*transform, error) {
+func newTransform(compression string, key []byte, version int) (*transform, error) {
 	codec, ok := codecByName[compression]
 	if !ok {
 		return nil, fmt.Errorf("unknown compression %q: use one of none, lz4, zstd", compression)
 	}
-	t := &transform{codec: codec}
+	if version != 1 && version != 2 {
+		return nil, fmt.Errorf("block format %d is invalid: use 1 or 2", version)
+	}
+	t := &transform{version: byte(version), codec: codec}
 	t.lz4s.New = func() any { return new(lz4.Compressor) }
 	if key != nil {
 		if len(key) != KeySize {
@@ -100,7 +106,7 @@ func (t *transform) encode(key string, plain []byte) []byte { return t.encodeTo(
 // encodeBound is the capacity a buffer given to encodeTo needs so that
 // encoding a block of n bytes allocates nothing.
 func (t *transform) encodeBound(n int) int {
-	return headerSize + nonceSize + max(n+n/64+1024, lz4.CompressBlockBound(n)) + tagSize
+	return headerSize + nonceSize + sumSize*(numPieces(n)+1) + max(n+n/64+1024, lz4.CompressBlockBound(n)) + tagSize
 }
 
 // encodeTo is encode writing into buf's memory (from index 0) when its
@@ -110,6 +116,10 @@ func (t *transform) encodeTo(key string, plain, buf []byte) []byte {
 	pre := headerSize
 	if t.aead != nil {
 		pre += nonceSize
+	}
+	sum := 0 // bytes before a compressed payload: format 2 keeps a sum there
+	if t.version >= 2 {
+		sum = sumSize
 	}
 	if cap(buf) < t.encodeBound(len(plain)) {
 		buf = nil
@@ -124,34 +134,41 @@ func (t *transform) encodeTo(key string, plain, buf []byte) []byte {
 	var out []byte
 	switch codec {
 	case codecLZ4:
-		out = alloc(pre + lz4.CompressBlockBound(len(plain)) + tagSize)
+		out = alloc(pre + sum + lz4.CompressBlockBound(len(plain)) + tagSize)
 		c := t.lz4s.Get().(*lz4.Compressor)
-		n, err := c.CompressBlock(plain, out[pre:len(out)-tagSize])
+		n, err := c.CompressBlock(plain, out[pre+sum:len(out)-tagSize])
 		t.lz4s.Put(c)
 		if err != nil || n == 0 || n >= len(plain) {
 			codec = codecNone
 		} else {
-			out = out[:pre+n]
+			out = out[:pre+sum+n]
 		}
 	case codecZstd:
 		if buf != nil {
-			out = t.zenc.EncodeAll(plain, buf[:pre])
+			out = t.zenc.EncodeAll(plain, buf[:pre+sum])
 		} else {
-			out = t.zenc.EncodeAll(plain, make([]byte, pre, pre+len(plain)/2+tagSize+64))
+			out = t.zenc.EncodeAll(plain, make([]byte, pre+sum, pre+sum+len(plain)/2+tagSize+64))
 		}
-		if len(out)-pre >= len(plain) {
+		if len(out)-pre-sum >= len(plain) {
 			codec = codecNone
 		}
 	}
-	if codec == codecNone {
+	switch {
+	case codec == codecNone:
 		if buf != nil {
 			out = buf[:pre]
 		} else {
-			out = make([]byte, pre, pre+len(plain)+tagSize)
+			out = make([]byte, pre, pre+piecedLen(len(plain))+tagSize)
 		}
-		out = append(out, plain...)
+		if t.version >= 2 {
+			out = appendPieces(out, key, plain)
+		} else {
+			out = append(out, plain...)
+		}
+	case t.version >= 2:
+		binary.LittleEndian.PutUint32(out[pre:], summer(key).sum(wholeBlock, plain))
 	}
-	hdr := byte(blockVersion<<4) | codec
+	hdr := t.version<<4 | codec
 	if t.aead == nil {
 		out[0] = hdr
 		return out
@@ -179,6 +196,16 @@ func blockAD(hdr byte, key string) []byte {
 // want bytes long. Any mismatch is an error wrapping ErrCorrupt. The result
 // may share memory with stored.
 func (t *transform) decode(key string, stored []byte, want uint32) ([]byte, error) {
+	return t.decodeTo(key, stored, want, false)
+}
+
+// decodeOwned is decode of a stored form the caller gives up: it may be
+// overwritten, and the result shares its memory.
+func (t *transform) decodeOwned(key string, stored []byte, want uint32) ([]byte, error) {
+	return t.decodeTo(key, stored, want, true)
+}
+
+func (t *transform) decodeTo(key string, stored []byte, want uint32, owned bool) ([]byte, error) {
 	corrupt := func(format string, args ...any) error {
 		return fmt.Errorf("%w: block %s: %s", ErrCorrupt, key, fmt.Sprintf(format, args...))
 	}
@@ -189,8 +216,9 @@ func (t *transform) decode(key string, stored []byte, want uint32) ([]byte, erro
 		return nil, corrupt("object is empty")
 	}
 	hdr := stored[0]
-	if v := hdr >> 4; v != blockVersion {
-		return nil, corrupt("unknown block format version %d (this skiff writes %d)", v, blockVersion)
+	v := hdr >> 4
+	if v != 1 && v != 2 {
+		return nil, corrupt("unknown block format version %d (this skiff reads 1 and 2)", v)
 	}
 	payload := stored[headerSize:]
 	switch enc := hdr&flagEncrypted != 0; {
@@ -207,8 +235,34 @@ func (t *transform) decode(key string, stored []byte, want uint32) ([]byte, erro
 		if err != nil {
 			return nil, corrupt("authentication failed: the object was modified, swapped with another block, or written with another key")
 		}
+		owned = true // Open returned new memory
 	}
-	switch codec := hdr & codecMask; codec {
+	codec := hdr & codecMask
+	if v < 2 {
+		return t.decompress(key, codec, payload, want)
+	}
+	if codec == codecNone {
+		return joinPieces(key, payload, want, owned)
+	}
+	if len(payload) < sumSize {
+		return nil, corrupt("compressed block of %d bytes is too short", len(stored))
+	}
+	plain, err := t.decompress(key, codec, payload[sumSize:], want)
+	if err != nil {
+		return nil, err
+	}
+	if got, stored := summer(key).sum(wholeBlock, plain), binary.LittleEndian.Uint32(payload); got != stored {
+		return nil, pieceCorrupt(key, wholeBlock, stored, got)
+	}
+	return plain, nil
+}
+
+// decompress returns the want plain bytes a payload of codec holds.
+func (t *transform) decompress(key string, codec byte, payload []byte, want uint32) ([]byte, error) {
+	corrupt := func(format string, args ...any) error {
+		return fmt.Errorf("%w: block %s: %s", ErrCorrupt, key, fmt.Sprintf(format, args...))
+	}
+	switch codec {
 	case codecNone:
 		if len(payload) != int(want) {
 			return nil, corrupt("holds %d bytes, its key says %d", len(payload), want)

@@ -28,7 +28,7 @@ func blockData(n int, compressible bool) []byte {
 func TestTransformRoundTrip(t *testing.T) {
 	for _, comp := range []string{"none", "lz4", "zstd"} {
 		for _, key := range [][]byte{nil, testKey()} {
-			tf, err := newTransform(comp, key)
+			tf, err := newTransform(comp, key, 2)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -61,9 +61,9 @@ func TestTransformRoundTrip(t *testing.T) {
 }
 
 func TestTransformRejects(t *testing.T) {
-	plainTF, _ := newTransform("none", nil)
-	encTF, _ := newTransform("zstd", testKey())
-	otherKey, _ := newTransform("zstd", bytes.Repeat([]byte{8}, KeySize))
+	plainTF, _ := newTransform("none", nil, 2)
+	encTF, _ := newTransform("zstd", testKey(), 2)
+	otherKey, _ := newTransform("zstd", bytes.Repeat([]byte{8}, KeySize), 2)
 	data := blockData(5000, true)
 	k := slice.BlockKey(9, 0, 5000)
 	enc := encTF.encode(k, data)
@@ -78,7 +78,7 @@ func TestTransformRejects(t *testing.T) {
 		stored []byte
 	}{
 		{"empty", plainTF, k, nil},
-		{"bad version", plainTF, k, append([]byte{0x20}, data...)},
+		{"bad version", plainTF, k, append([]byte{0x30}, data...)},
 		{"encrypted block, plain volume", plainTF, k, enc},
 		{"plain block, encrypted volume", encTF, k, plainTF.encode(k, data)},
 		{"flipped byte", encTF, k, flipped},
@@ -98,7 +98,7 @@ func TestTransformRejects(t *testing.T) {
 }
 
 func TestUnknownCompression(t *testing.T) {
-	_, err := newTransform("brotli", nil)
+	_, err := newTransform("brotli", nil, 2)
 	if err == nil || err.Error() != `unknown compression "brotli": use one of none, lz4, zstd` {
 		t.Fatalf("got %v", err)
 	}
@@ -109,7 +109,7 @@ func TestUnknownCompression(t *testing.T) {
 func FuzzDecodeBlock(f *testing.F) {
 	for _, comp := range []string{"none", "lz4", "zstd"} {
 		for _, key := range [][]byte{nil, testKey()} {
-			tf, err := newTransform(comp, key)
+			tf, err := newTransform(comp, key, 2)
 			if err != nil {
 				f.Fatal(err)
 			}
@@ -121,8 +121,8 @@ func FuzzDecodeBlock(f *testing.F) {
 	}
 	f.Add([]byte{}, uint32(0), false)
 	f.Add([]byte{0x12, 0x28, 0xb5, 0x2f, 0xfd}, uint32(10), false)
-	plainTF, _ := newTransform("none", nil)
-	encTF, _ := newTransform("none", testKey())
+	plainTF, _ := newTransform("none", nil, 2)
+	encTF, _ := newTransform("none", testKey(), 2)
 	f.Fuzz(func(t *testing.T, stored []byte, want uint32, encrypted bool) {
 		tf := plainTF
 		if encrypted {

@@ -9,8 +9,13 @@ import (
 	"github.com/skiff-fs/skiff/fsclient/slice"
 )
 
-// Version is the data format version written by this code.
-const Version = 1
+// Version is the data format version written by this code. Version 2
+// stores an end-to-end checksum with every block (package chunk, "Stored
+// block format"); version 1 blocks have none. A client reads blocks of both
+// versions and writes new blocks in the volume's Version, so a version 1
+// volume stays readable by older clients until its settings are
+// re-written (skiff format --force), which moves it to this Version.
+const Version = 2
 
 // Compression names accepted at format time.
 var Compressions = []string{"none", "lz4", "zstd"}
@@ -19,14 +24,18 @@ var Compressions = []string{"none", "lz4", "zstd"}
 // volume's metadata. Clients need only the META_URL: everything else about
 // the volume is read from here.
 type Format struct {
-	Name        string    `json:"name"`
-	UUID        string    `json:"uuid"`
-	Version     int       `json:"version"`
-	Bucket      string    `json:"bucket"`      // object store URL: gs://b/p, file:///dir
-	BlockSize   uint32    `json:"blockSize"`   // bytes
-	Compression string    `json:"compression"` // one of Compressions
-	Encryption  *Sealed   `json:"encryption,omitempty"`
-	Created     time.Time `json:"created"`
+	Name    string `json:"name"`
+	UUID    string `json:"uuid"`
+	Version int    `json:"version"`
+	// OldestVersion is the oldest data format version of blocks the volume
+	// may hold, when older than Version (the volume was moved from
+	// version 1 to 2 and keeps its version 1 blocks). 0: as Version.
+	OldestVersion int       `json:"oldestVersion,omitempty"`
+	Bucket        string    `json:"bucket"`      // object store URL: gs://b/p, file:///dir
+	BlockSize     uint32    `json:"blockSize"`   // bytes
+	Compression   string    `json:"compression"` // one of Compressions
+	Encryption    *Sealed   `json:"encryption,omitempty"`
+	Created       time.Time `json:"created"`
 	// Capacity and Inodes are optional volume quotas (0 = unlimited).
 	Capacity uint64 `json:"capacity,omitempty"`
 	Inodes   uint64 `json:"inodes,omitempty"`
@@ -54,6 +63,9 @@ func (f *Format) Validate() error {
 	if f.Version > Version {
 		return fmt.Errorf("volume %q has data format version %d; this skiff understands up to %d: upgrade skiff", f.Name, f.Version, Version)
 	}
+	if f.OldestVersion < 0 || f.OldestVersion > f.Version {
+		return fmt.Errorf("volume %q has oldest data format version %d, newer than its version %d: the settings are corrupt", f.Name, f.OldestVersion, f.Version)
+	}
 	if f.BlockSize < slice.MinBlockSize || f.BlockSize > slice.MaxBlockSize || f.BlockSize&(f.BlockSize-1) != 0 {
 		return fmt.Errorf("block size %d is invalid: use a power of two between 64K and 16M", f.BlockSize)
 	}
@@ -73,6 +85,16 @@ func validCompression(c string) bool {
 		}
 	}
 	return false
+}
+
+// BlockFormat is the block format version new blocks of the volume are
+// written in (its Version; 1 for records without one).
+func (f *Format) BlockFormat() int { return max(f.Version, 1) }
+
+// MixedBlocks reports whether the volume may hold blocks of a format older
+// than BlockFormat.
+func (f *Format) MixedBlocks() bool {
+	return f.OldestVersion != 0 && f.OldestVersion < f.BlockFormat()
 }
 
 // Marshal encodes the format for storage.

@@ -1,6 +1,7 @@
 package volume
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -84,6 +85,7 @@ func Open(ctx context.Context, cfg Config) (*Volume, error) {
 	cc := cfg.Chunk
 	cc.BlockSize = f.BlockSize
 	cc.Compression = f.Compression
+	cc.BlockFormat, cc.OldBlocks = f.BlockFormat(), f.MixedBlocks()
 	cc.Logger = cfg.Logger
 	var cs *chunk.Store
 	var bc *cache.Cache
@@ -186,6 +188,11 @@ func Create(ctx context.Context, fc FormatConfig) (*format.Format, error) {
 	case err == nil:
 		// Re-format keeps identity and data: only tunables may change.
 		f.UUID, f.Created = old.UUID, old.Created
+		// It moves the volume to this data format (new blocks get
+		// checksums); blocks written before stay readable.
+		if oldest := cmp.Or(old.OldestVersion, old.BlockFormat()); oldest < f.Version {
+			f.OldestVersion = oldest
+		}
 		if old.Encryption != nil || fc.Encrypt {
 			f.Encryption = old.Encryption
 			if fc.Encrypt && old.Encryption == nil {

@@ -203,16 +203,15 @@ const genSlots = 4096
 // and FileReader.mu → Store.mu.
 // Store.mu is never held while another lock is taken.
 type Store struct {
-	obj      object.Store
-	cfg      Config
-	log      *slog.Logger
-	tf       *transform
-	budget   *semaphore.Weighted
-	upSem    chan struct{}
-	downSem  chan struct{}
-	gens     [genSlots]atomic.Uint64
-	stats    counters
-	versions versionMemo // block formats learnt by range reads (Config.OldBlocks)
+	obj     object.Store
+	cfg     Config
+	log     *slog.Logger
+	tf      *transform
+	budget  *semaphore.Weighted
+	upSem   chan struct{}
+	downSem chan struct{}
+	gens    [genSlots]atomic.Uint64
+	stats   counters
 
 	uploading atomic.Int64 // block uploads started and not finished
 	bufs      chan []byte  // free block buffers (cap BlockSize), at most BufferSize/BlockSize
@@ -223,6 +222,8 @@ type Store struct {
 	wg     sync.WaitGroup // every goroutine the Store starts
 
 	compactQ chan compactJob
+
+	versions versionMemo // block formats learnt by range reads (Config.OldBlocks)
 
 	mu struct {
 		sync.Mutex

@@ -67,7 +67,8 @@
 //     the cache decoded, or in its stored form when the cache is Shared
 //     (and then decoded after every hit). An entry that does not decode to
 //     its key's length is removed and the block fetched again; the cache
-//     itself drops entries that fail their checksum. With CacheWrites,
+//     itself drops entries that fail their checksum (and a stored form
+//     that fails its block sums is dropped too). With CacheWrites,
 //     uploaded blocks are cached too (on disk only: Cache.Write, so the
 //     write buffers can be reused). DeleteSlice removes a slice's
 //     blocks from the cache. Warm, Cached and Evict serve skiff warmup.
@@ -85,21 +86,57 @@
 // ReadAt fills p and keeps no reference to it after returning. Block
 // contents shared between readers are never modified.
 //
-// # Stored block format (data format version 1)
+// # Stored block format (data format versions 1 and 2)
 //
-//	byte 0     header: bits 7-4 version (1), bit 3 encrypted,
+//	byte 0     header: bits 7-4 version (1 or 2), bit 3 encrypted,
 //	           bits 2-0 codec: 0 none, 1 lz4 (block format), 2 zstd (frame)
-//	plain      header ‖ payload
-//	encrypted  header ‖ nonce (24 random bytes) ‖ ciphertext ‖ tag (16)
+//	plain      header ‖ body
+//	encrypted  header ‖ nonce (24 random bytes) ‖ ciphertext of body ‖ tag (16)
 //
-// payload is the block compressed with the header's codec; a block that
-// compression would not shrink is stored with codec 0. Encryption is
-// XChaCha20-Poly1305 under the volume's 32-byte data key, with associated
-// data header ‖ object key, so a block copied over another object, or with
-// its header changed, fails authentication. Decoding checks that the plain
-// length equals the length in the key. Every failure is ErrCorrupt naming
-// the key. On a volume with neither compression nor encryption, a part of a
-// block is read with a range Get at offset 1+off.
+// Version 1: body is the payload, the block compressed with the header's
+// codec; a block that compression would not shrink is stored with codec 0.
+//
+// Version 2 (end-to-end checksums): sums are CRC-32C (Castagnoli), uint32
+// little endian, each seeded with CRC-32C(object key ‖ piece number as
+// uint32 little endian), so a block stored under another key, or a piece
+// moved within a block, fails like a flipped byte.
+//
+//	codec 0    sum₀ ‖ piece₀ ‖ sum₁ ‖ piece₁ ‖ …: the plain block in pieces
+//	           of 64 KiB (the last one shorter), each after its sum
+//	codec 1,2  sum ‖ payload: one sum of the whole plain block (piece
+//	           number 0xFFFFFFFF), checked after decompression
+//
+// Encryption is XChaCha20-Poly1305 under the volume's 32-byte data key,
+// with associated data header ‖ object key, so a block copied over another
+// object, or with its header changed, fails authentication. Version 2
+// keeps its sums inside the ciphertext too: they cost a CRC pass (a small
+// fraction of the cipher's cost), keep one body layout for every volume,
+// and check the plain bytes after decompression and decryption, which the
+// AEAD tag (over the ciphertext) does not.
+//
+// Decoding checks the header's version and form, every sum, and that the
+// plain length equals the length in the key; every failure is ErrCorrupt
+// naming the key, never bytes. Every block says its version, so a volume
+// holds both: Config.BlockFormat (the volume's format.Version) chooses
+// what new blocks are written in, and all are read.
+//
+// On a volume with neither compression nor encryption, part of a block is
+// read with one range Get: in version 1 plain bytes [off, off+n) at
+// 1+off; in version 2 the whole pieces holding them, with their sums,
+// which are verified (the rest of the block is neither read nor
+// verified). A range read cannot see the header, so on a volume that may
+// hold both versions (Config.OldBlocks) it reads the block's header byte
+// first, once per block. A Shared cache holding such stored forms serves
+// ranges the same way, the entry's length telling the versions apart.
+//
+// Where sums are checked: every block read from the object store (whole
+// or by range), and every hit of a Shared cache (stored form). A cache
+// private to the pod holds decoded blocks that passed their sums when
+// fetched (or, for CacheWrites, the very buffer the sums were computed
+// from) under the cache's own per-4 KiB CRC-32C, verified on every read of
+// it; so every byte a reader returns has been checked against a sum made
+// from the bytes the writer was given. A mismatch is ErrCorrupt, which
+// the FUSE edge turns into EIO and a "DATA LOSS" log line naming the key.
 //
 // # Keys
 //

@@ -139,6 +139,16 @@ func checkSpan(key string, span []byte, length, off uint32, dst []byte) error {
 	return nil
 }
 
+// decodeFetched decodes a block just fetched from the object store. It
+// decodes in stored's memory (no second block-sized buffer) unless a
+// Shared cache is to keep the stored form.
+func (s *Store) decodeFetched(key string, stored []byte, length uint32) ([]byte, error) {
+	if c := s.cfg.Cache; c != nil && c.Shared() {
+		return s.tf.decode(key, stored, length)
+	}
+	return s.tf.decodeOwned(key, stored, length)
+}
+
 // validateBlockFormat fills in and checks Config.BlockFormat.
 func (c *Config) validateBlockFormat() error {
 	if c.BlockFormat == 0 {

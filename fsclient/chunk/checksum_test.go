@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"log/slog"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 
 	"github.com/skiff-fs/skiff/fsclient/cache"
@@ -102,7 +104,10 @@ func TestMixedFormats(t *testing.T) {
 			e.write(ino, 0, want)
 			// A client of format 2 on the same volume overwrites the
 			// middle and appends.
-			cfg := chunk.Config{BlockSize: bs, BlockFormat: 2, OldBlocks: true, Readahead: -1}
+			logs := &bytes.Buffer{}
+			var logMu sync.Mutex
+			cfg := chunk.Config{BlockSize: bs, BlockFormat: 2, OldBlocks: true, Readahead: -1,
+				Logger: slog.New(slog.NewTextHandler(lockedWriter{&logMu, logs}, nil))}
 			if shared {
 				c, err := cache.New(cache.Config{Dir: t.TempDir(), Size: 64 << 20, Shared: true})
 				if err != nil {
@@ -168,6 +173,11 @@ func TestMixedFormats(t *testing.T) {
 			if !bytes.Equal(p, want) {
 				t.Fatal("whole file: wrong bytes")
 			}
+			logMu.Lock()
+			if logs.Len() > 0 {
+				t.Errorf("warnings while reading healthy blocks:\n%s", logs)
+			}
+			logMu.Unlock()
 			if shared {
 				if st := cfg.Cache.Stats(); st.Hits == 0 || st.Corrupt != 0 {
 					t.Errorf("shared cache: %d hits, %d corrupt entries; want hits and none corrupt", st.Hits, st.Corrupt)
@@ -175,4 +185,15 @@ func TestMixedFormats(t *testing.T) {
 			}
 		})
 	}
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
+
+func (l lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }

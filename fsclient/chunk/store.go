@@ -643,7 +643,7 @@ func (s *Store) block(ctx context.Context, key string, length uint32) ([]byte, e
 		if err != nil {
 			return nil, err
 		}
-		plain, err := s.tf.decodeOwned(key, stored, length)
+		plain, err := s.decodeFetched(key, stored, length)
 		if err == nil && s.cfg.Cache != nil {
 			if s.cfg.Cache.Shared() {
 				s.cfg.Cache.Put(key, stored)

@@ -230,12 +230,16 @@ func (t *transform) decodeTo(key string, stored []byte, want uint32, owned bool)
 		if len(payload) < nonceSize+tagSize {
 			return nil, corrupt("encrypted block of %d bytes is too short", len(stored))
 		}
+		var dst []byte // new memory, unless stored is ours to overwrite: then in place
+		if owned {
+			dst = payload[nonceSize:nonceSize]
+		}
 		var err error
-		payload, err = t.aead.Open(nil, payload[:nonceSize], payload[nonceSize:], blockAD(hdr, key))
+		payload, err = t.aead.Open(dst, payload[:nonceSize], payload[nonceSize:], blockAD(hdr, key))
 		if err != nil {
 			return nil, corrupt("authentication failed: the object was modified, swapped with another block, or written with another key")
 		}
-		owned = true // Open returned new memory
+		owned = true // payload is new memory, or stored's own
 	}
 	codec := hdr & codecMask
 	if v < 2 {

@@ -62,6 +62,7 @@ func TestSoak(t *testing.T) {
 	c.skiff = *flagSkiff
 	if c.skiff == "" {
 		c.skiff = buildSkiff(t, dir)
+		t.Logf("built skiff in %v", time.Since(started).Round(time.Millisecond))
 	}
 	c.redis = testredis.Start(t, testredis.WithPersistence())
 	c.metaURL = c.redis.URL()
@@ -122,6 +123,7 @@ func TestSoak(t *testing.T) {
 	if c.proxy != nil {
 		c.proxy.on.Store(true)
 	}
+	t.Logf("volume formatted and %d clients mounted at %v; running", len(clients), time.Since(started).Round(time.Millisecond))
 
 	// The run: workers, faults and the hang watchdog until dur is up.
 	stop := make(chan struct{})
@@ -155,7 +157,7 @@ func TestSoak(t *testing.T) {
 	if err := <-faultErr; err != nil {
 		t.Fatalf("fault injection broke the setup: %v", err)
 	}
-	runFor := time.Since(started)
+	t.Logf("run over and handles closed at %v; unmounting", time.Since(started).Round(time.Millisecond))
 
 	// The checks, with the object store's faults off.
 	if c.proxy != nil {
@@ -168,6 +170,7 @@ func TestSoak(t *testing.T) {
 			c.st.hang("client %d: skiff mount did not exit cleanly after SIGTERM at the end", cl.id)
 		}
 	}
+	t.Logf("unmounted at %v; gc and fsck", time.Since(started).Round(time.Millisecond))
 	gcOut, gcErr := c.run(5*time.Minute, "gc", "--delete", "--min-age", "0s", c.metaURL)
 	if gcErr != nil {
 		t.Errorf("skiff gc --delete after the run: %v\n%s", gcErr, gcOut)
@@ -227,7 +230,6 @@ func TestSoak(t *testing.T) {
 		fmt.Fprintf(&b, "  DATA LOSS log lines: %d, e.g. %s\n", len(lossLogs), lossLogs[0])
 	}
 	t.Log(b.String())
-	_ = runFor
 	for _, p := range res.Problems {
 		t.Errorf("acknowledged data: %s", p)
 	}

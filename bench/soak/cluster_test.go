@@ -409,33 +409,38 @@ func (c *cluster) restartRedis(kill bool, down time.Duration) error {
 	return c.redis.StartAgain()
 }
 
-// readTree reads every regular file and directory under dir (relative
-// paths).
-func readTree(root string) (files map[string][]byte, dirs map[string]bool, err error) {
+// readTree reads every regular file and directory under the given
+// directories of root (paths relative to root, the directories included).
+func readTree(root string, tops []string) (files map[string][]byte, dirs map[string]bool, err error) {
 	files, dirs = map[string][]byte{}, map[string]bool{}
-	err = filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(root, p)
-		if rel == "." {
-			return nil
-		}
-		switch {
-		case d.IsDir():
-			dirs[rel] = true
-		case d.Type().IsRegular():
-			b, err := os.ReadFile(p)
+	for _, top := range tops {
+		err = filepath.WalkDir(filepath.Join(root, top), func(p string, d os.DirEntry, err error) error {
 			if err != nil {
+				if os.IsNotExist(err) && p == filepath.Join(root, top) {
+					return nil // a missing worker directory: Verify reports it
+				}
 				return err
 			}
-			files[rel] = b
-		default:
-			files[rel] = nil
+			rel, _ := filepath.Rel(root, p)
+			switch {
+			case d.IsDir():
+				dirs[rel] = true
+			case d.Type().IsRegular():
+				b, err := os.ReadFile(p)
+				if err != nil {
+					return err
+				}
+				files[rel] = b
+			default:
+				files[rel] = nil
+			}
+			return nil
+		})
+		if err != nil {
+			return files, dirs, err
 		}
-		return nil
-	})
-	return files, dirs, err
+	}
+	return files, dirs, nil
 }
 
 // moduleRoot is the directory of the main module's go.mod.

@@ -190,7 +190,11 @@ func TestSoak(t *testing.T) {
 	if err := verifier.mount(); err != nil {
 		t.Fatal(err)
 	}
-	files, dirs, readErr := readTree(verifier.mnt)
+	var tops []string
+	for _, w := range workers {
+		tops = append(tops, w.root)
+	}
+	files, dirs, readErr := readTree(verifier.mnt, tops)
 	verifier.unmount(time.Minute)
 	if readErr != nil {
 		t.Errorf("reading the volume back: %v", readErr)
@@ -216,8 +220,8 @@ func TestSoak(t *testing.T) {
 	for _, h := range st.hangs {
 		fmt.Fprintf(&b, "    %s\n", h)
 	}
-	fmt.Fprintf(&b, "  final gc: %s\n", strings.TrimSpace(firstLine(gcOut)))
-	fmt.Fprintf(&b, "  fsck: %s (%s)\n", fsckResult, strings.TrimSpace(firstLine(fsckOut)))
+	fmt.Fprintf(&b, "  final gc: %s\n", lineWith(gcOut, "objects "))
+	fmt.Fprintf(&b, "  fsck: %s (%s)\n", fsckResult, lineWith(fsckOut, "checked "))
 	fmt.Fprintf(&b, "  files checked: %d (%d exact, %d with unacknowledged changes of unknown fate); bytes verified: %d\n",
 		res.Files, res.ExactFiles, res.InexactFiles, res.BytesVerified)
 	fmt.Fprintf(&b, "  problems: %d, anomalies during the run: %d\n", len(res.Problems), len(st.anomalies))
@@ -241,12 +245,14 @@ func TestSoak(t *testing.T) {
 	}
 }
 
-func firstLine(s string) string {
-	s = strings.TrimSpace(s)
-	if i := strings.LastIndexByte(s, '\n'); i >= 0 {
-		return s[i+1:]
+// lineWith is the first line of s that starts with prefix.
+func lineWith(s, prefix string) string {
+	for _, l := range strings.Split(s, "\n") {
+		if strings.HasPrefix(strings.TrimSpace(l), prefix) {
+			return strings.TrimSpace(l)
+		}
 	}
-	return s
+	return strings.TrimSpace(s)
 }
 
 // injectFaults injects one fault about every `every` until stop: Redis

@@ -269,12 +269,14 @@ func injectFaults(c *cluster, clients []*client, seed uint64, every time.Duratio
 		case <-time.After(wait):
 		}
 		c.faultMu.Lock()
+		began := time.Now()
+		var kind string
 		err := func() error {
 			switch k := rng.IntN(4); k {
 			case 0, 1:
 				kill := k == 1
 				down := 200*time.Millisecond + time.Duration(rng.Int64N(int64(2*time.Second)))
-				kind := "redis SIGTERM+restart"
+				kind = "redis SIGTERM+restart"
 				if kill {
 					kind = "redis SIGKILL+restart"
 				}
@@ -284,7 +286,8 @@ func injectFaults(c *cluster, clients []*client, seed uint64, every time.Duratio
 				}
 			case 2:
 				cl := clients[rng.IntN(len(clients))]
-				c.st.fault("client kill -9+remount")
+				kind = "client kill -9+remount"
+				c.st.fault(kind)
 				if err := cl.killRemount(); err != nil {
 					return err
 				}
@@ -292,7 +295,8 @@ func injectFaults(c *cluster, clients []*client, seed uint64, every time.Duratio
 				c.st.killed++
 				c.st.mu.Unlock()
 			case 3:
-				c.st.fault("gc --delete")
+				kind = "gc --delete"
+				c.st.fault(kind)
 				out, err := c.run(2*time.Minute, "gc", "--delete", "--min-age", c.gcMinAge().String(), c.metaURL)
 				c.st.op("gc", err)
 				if err != nil {
@@ -302,6 +306,7 @@ func injectFaults(c *cluster, clients []*client, seed uint64, every time.Duratio
 			return nil
 		}()
 		c.faultMu.Unlock()
+		c.t.Logf("fault: %s (%v)", kind, time.Since(began).Round(time.Millisecond))
 		if err != nil {
 			return err
 		}

@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"log"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -214,7 +216,7 @@ func startGCS(t *testing.T, bucket string, seed uint64, errRate float64, maxLat 
 		maxLat:  maxLat,
 		rng:     rand.New(rand.NewPCG(seed, 7)),
 	}
-	p.target.ErrorLog = nil
+	p.target.ErrorLog = log.New(io.Discard, "", 0) // a caller gone away is no news here
 	hs := &http.Server{Handler: p, ReadHeaderTimeout: 10 * time.Second}
 	go hs.Serve(ln)
 	t.Cleanup(func() { hs.Close() })

@@ -70,7 +70,6 @@ func (m *Meta) NewSession(ctx context.Context, info SessionInfo) error {
 			f := strconv.FormatUint(sid, 10)
 			t.tx.HSet(keySessions, f, heartbeatValue(now))
 			t.tx.HSet(keySessInfo, f, infoJSON)
-			t.publishFloor(sid)
 			return nil
 		})
 		if err != nil {
@@ -169,6 +168,7 @@ func (m *Meta) heartbeatLoop(ctx context.Context) {
 		// The heartbeat is the server's time, so every client measures
 		// staleness on one clock.
 		now, err := m.engine.Now(ctx)
+		floor := m.floorSnapshot()
 		if err == nil {
 			err = m.update(ctx, func(t *txn) error {
 				old, err := t.tx.HGet(keySessions, f)
@@ -181,7 +181,7 @@ func (m *Meta) heartbeatLoop(ctx context.Context) {
 					b, _ := json.Marshal(m.sess.info)
 					t.tx.HSet(keySessInfo, f, b)
 				}
-				t.publishFloor(sid)
+				t.publishFloor(sid, floor)
 				return nil
 			})
 		}

@@ -90,12 +90,25 @@ func (m *Meta) slicesReserved(ctx context.Context, first, last uint64) error {
 	})
 }
 
-// publishFloor records the session's current floor (in the heartbeat's
-// transaction). A floor read earlier is never above the current one, so a
-// late write only makes gc more careful.
-func (t *txn) publishFloor(sid uint64) {
-	if f, ok := t.m.floor(); ok {
-		t.tx.HSet(keySessSlice, strconv.FormatUint(sid, 10), []byte(strconv.FormatUint(f, 10)))
+// floorSnapshot is the session's floor taken before a transaction that
+// publishes it: a floor taken earlier is never above the current one, so a
+// late write only makes gc more careful. (It is taken outside the
+// transaction: m.slices.mu is held across a transaction by slicesReserved,
+// and bbolt's write lock must not be taken in the other order.)
+type floorSnapshot struct {
+	v  uint64
+	ok bool
+}
+
+func (m *Meta) floorSnapshot() floorSnapshot {
+	v, ok := m.floor()
+	return floorSnapshot{v, ok}
+}
+
+// publishFloor records the snapshot as session sid's floor.
+func (t *txn) publishFloor(sid uint64, f floorSnapshot) {
+	if f.ok {
+		t.tx.HSet(keySessSlice, strconv.FormatUint(sid, 10), []byte(strconv.FormatUint(f.v, 10)))
 	}
 }
 

@@ -21,7 +21,8 @@ func newVolume(t testing.TB) *volume.Volume {
 	if _, err := volume.Create(ctx, volume.FormatConfig{MetaURL: url, Name: "test", BlockSize: 64 << 10, Compression: "lz4"}); err != nil {
 		t.Fatal(err)
 	}
-	v, err := volume.Open(ctx, volume.Config{MetaURL: url})
+	// Frequent heartbeats publish the session's slice floor soon.
+	v, err := volume.Open(ctx, volume.Config{MetaURL: url, Meta: meta.Options{Heartbeat: 20 * time.Millisecond}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,6 +98,19 @@ func TestFsckAndGC(t *testing.T) {
 		t.Fatal("WriteChunk to a missing inode succeeded")
 	}
 	stray := slice.BlockKey(strayID, 0, 10)
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		f, err := v.Meta.SliceFloor(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f > strayID {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("slice floor %d did not pass the failed slice %d", f, strayID)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	if err := v.Objects.Put(ctx, stray, bytes.Repeat([]byte{1}, 10)); err != nil {
 		t.Fatal(err)
 	}

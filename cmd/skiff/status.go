@@ -150,8 +150,8 @@ func newGC(g *globals) *cobra.Command {
 				return err
 			}
 			out := cmd.OutOrStdout()
-			fmt.Fprintf(out, "objects %d, live slices %d, leaked %d (%s), deleted %d, unknown %d, skipped as recent %d\n",
-				r.Objects, r.LiveSlices, r.Leaked, humanBytes(r.LeakedBytes), r.Deleted, r.Unknown, r.TooYoung)
+			fmt.Fprintf(out, "objects %d, live slices %d, leaked %d (%s), deleted %d, unknown %d, skipped as recent %d, pending %d (slice ids >= %d may still be committed by a live session)\n",
+				r.Objects, r.LiveSlices, r.Leaked, humanBytes(r.LeakedBytes), r.Deleted, r.Unknown, r.TooYoung, r.Pending, r.Floor)
 			for _, k := range r.LeakedSample {
 				fmt.Fprintf(out, "  leaked: %s\n", k)
 			}
@@ -167,12 +167,35 @@ func newGC(g *globals) *cobra.Command {
 }
 
 func newFsck(g *globals) *cobra.Command {
-	return &cobra.Command{
+	var repairIDs bool
+	cmd := &cobra.Command{
 		Use:   "fsck META_URL",
 		Short: "Verify every slice's blocks exist and every inode is reachable",
 		Args:  cobra.ExactArgs(1),
-		RunE: g.withVolume(func(cmd *cobra.Command, args []string, v *volume.Volume) error {
+		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
+			pass, err := g.passphrase()
+			if err != nil {
+				return err
+			}
+			v, err := volume.Open(ctx, volume.Config{
+				MetaURL:         args[0],
+				Passphrase:      pass,
+				CredentialsFile: g.credentials,
+				Logger:          g.logger(),
+				RepairSliceIDs:  repairIDs,
+			})
+			if err != nil {
+				return err
+			}
+			defer v.Close(ctx)
+			if repairIDs {
+				c, err := v.Meta.SliceCounter(ctx)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "slice id counter is %d, past the bucket's high-water mark\n", c)
+			}
 			r, err := v.Fsck(ctx)
 			if err != nil {
 				return err
@@ -190,6 +213,8 @@ func newFsck(g *globals) *cobra.Command {
 			}
 			fmt.Fprintln(out, "volume is consistent")
 			return nil
-		}),
+		},
 	}
+	cmd.Flags().BoolVar(&repairIDs, "repair-ids", false, "raise the metadata's slice id counter past the bucket's high-water mark (after a Redis rollback; stop every client first)")
+	return cmd
 }

@@ -57,6 +57,9 @@ func (m *Meta) WriteChunk(ctx context.Context, ino Ino, chunk uint32, s slice.Sl
 	if err := s.Valid(); err != nil {
 		return fmt.Errorf("meta write chunk %d of inode %d: %w", chunk, ino, err)
 	}
+	// Committed or failed, this client commits s no more: it leaves the
+	// session's slice floor.
+	defer m.flight.done(s.ID)
 	err := m.update(ctx, func(t *txn) error {
 		a, err := t.attr(ino)
 		if err != nil {
@@ -249,6 +252,11 @@ func (m *Meta) CompactChunk(ctx context.Context, ino Ino, chunk uint32, old, rep
 			return fmt.Errorf("meta compact chunk %d of inode %d: %w", chunk, ino, err)
 		}
 	}
+	defer func() {
+		for _, s := range repl {
+			m.flight.done(s.ID)
+		}
+	}()
 	err := m.update(ctx, func(t *txn) error {
 		key := chunkKey(ino, chunk)
 		b, err := t.tx.Get(key)

@@ -61,6 +61,20 @@
 // client's unused batch is skipped. Inode 1 is the root; slice id 0 marks a
 // hole record.
 //
+// Sessions and clocks. Heartbeats are the engine's time (Engine.Now: Redis
+// TIME), so staleness is judged on one clock. A client cleans up other
+// sessions only after its own heartbeats have succeeded, unbroken, for a
+// whole SessionTimeout since it last (re)connected: after an outage of any
+// length every client gets a full timeout to come back.
+//
+// Slice floor. Each session publishes in "sessslice" a lower bound of the
+// slice ids it may still commit: written when it reserves a batch of ids
+// (before handing any out) and raised by heartbeats as ids commit.
+// SliceFloor is the minimum over live sessions; gc deletes no block of a
+// slice at or above it. An id whose upload failed and was never committed
+// keeps the session's floor down until the session ends (gc then only
+// leaves more garbage for later).
+//
 // Usage. "usedSpace" (regular files' sizes rounded up to 4 KiB) and
 // "usedInodes" are changed with Engine.Incr after each commit. They can drift
 // when a client dies between a commit and its Incr, or when a commit's
@@ -90,6 +104,8 @@
 //	sessions          hash: session id -> last heartbeat, Unix milliseconds
 //	sessinfo          hash: session id -> JSON SessionInfo
 //	sessopen<sid>     hash: inode -> 1, the regular files session sid has open
+//	sessslice         hash: session id -> decimal slice floor, the lowest
+//	                  slice id the session may still commit (SliceFloor)
 //	delfiles          hash: inode -> size u64, removed files whose chunks
 //	                  still need to go to the delete queue
 //	delslices         hash: slice id -> stored size u32 + due time u64

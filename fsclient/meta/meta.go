@@ -39,6 +39,11 @@ type Options struct {
 	// removed files' data, delayed slice freeing) run. Default: the smaller
 	// of Heartbeat and SliceFreeDelay/2, at least 10ms.
 	JobInterval time.Duration
+	// OnSliceIDs, if set, runs each time this client reserves a batch of
+	// slice ids from the shared counter, with the batch's last id, before
+	// any id of it is handed out; an error fails the allocation. The
+	// volume uses it to keep a high-water mark outside the engine.
+	OnSliceIDs func(ctx context.Context, last uint64) error
 }
 
 func (o *Options) setDefaults() {
@@ -159,6 +164,11 @@ type Meta struct {
 		files map[Ino]*openFile
 	}
 
+	// flight: slice ids handed out and not yet committed (slicefloor.go).
+	flight sliceFlight
+	// health: this client's record of unbroken heartbeats (session.go).
+	health heartbeatHealth
+
 	sess struct {
 		sync.Mutex
 		id     uint64
@@ -175,7 +185,7 @@ func New(engine kv.Engine, opts Options) *Meta {
 	opts.setDefaults()
 	m := &Meta{engine: engine, opts: opts, log: opts.Logger}
 	m.inodes = idAlloc{key: keyNextInode, batch: uint64(opts.IDBatch)}
-	m.slices = idAlloc{key: keyNextSlice, batch: uint64(opts.IDBatch)}
+	m.slices = idAlloc{key: keyNextSlice, batch: uint64(opts.IDBatch), reserved: m.slicesReserved, handed: m.flight.add}
 	m.open.files = make(map[Ino]*openFile)
 	m.sess.wake = make(chan struct{}, 1)
 	return m
@@ -247,6 +257,11 @@ type idAlloc struct {
 	mu    sync.Mutex
 	next  uint64 // next id to hand out
 	end   uint64 // last reserved id
+	// reserved, if set, runs (under mu) after a batch [first, last] is
+	// reserved and before any of its ids is handed out.
+	reserved func(ctx context.Context, first, last uint64) error
+	// handed, if set, runs (under mu) for each id handed out.
+	handed func(id uint64)
 }
 
 func (a *idAlloc) get(ctx context.Context, e kv.Engine) (uint64, error) {
@@ -257,11 +272,19 @@ func (a *idAlloc) get(ctx context.Context, e kv.Engine) (uint64, error) {
 		if err != nil {
 			return 0, fmt.Errorf("reserve ids from %s: %w", a.key, err)
 		}
+		if a.reserved != nil {
+			if err := a.reserved(ctx, uint64(v)-a.batch+1, uint64(v)); err != nil {
+				return 0, fmt.Errorf("reserve ids from %s: %w", a.key, err)
+			}
+		}
 		a.end = uint64(v)
 		a.next = a.end - a.batch + 1
 	}
 	id := a.next
 	a.next++
+	if a.handed != nil {
+		a.handed(id)
+	}
 	return id, nil
 }
 

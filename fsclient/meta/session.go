@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"sort"
 	"strconv"
+	"sync"
 	"syscall"
 	"time"
 
@@ -61,9 +62,13 @@ func (m *Meta) NewSession(ctx context.Context, info SessionInfo) error {
 		if err != nil {
 			return fmt.Errorf("meta: encode session info: %w", err)
 		}
+		now, err := m.engine.Now(ctx)
+		if err != nil {
+			return fmt.Errorf("meta: register session: %w", err)
+		}
 		err = m.update(ctx, func(t *txn) error {
 			f := strconv.FormatUint(sid, 10)
-			t.tx.HSet(keySessions, f, heartbeatValue(t.now))
+			t.tx.HSet(keySessions, f, heartbeatValue(now))
 			t.tx.HSet(keySessInfo, f, infoJSON)
 			return nil
 		})
@@ -71,6 +76,7 @@ func (m *Meta) NewSession(ctx context.Context, info SessionInfo) error {
 			return fmt.Errorf("meta: register session: %w", err)
 		}
 		m.sess.id = sid
+		m.health.beat(true)
 	}
 	m.sess.info = info
 	jctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
@@ -159,19 +165,27 @@ func (m *Meta) heartbeatLoop(ctx context.Context) {
 		sid := m.sessionID()
 		f := strconv.FormatUint(sid, 10)
 		var lost bool
-		err := m.update(ctx, func(t *txn) error {
-			old, err := t.tx.HGet(keySessions, f)
-			if err != nil {
-				return err
-			}
-			lost = old == nil
-			t.tx.HSet(keySessions, f, heartbeatValue(t.now))
-			if lost {
-				b, _ := json.Marshal(m.sess.info)
-				t.tx.HSet(keySessInfo, f, b)
-			}
-			return nil
-		})
+		// The heartbeat is the server's time, so every client measures
+		// staleness on one clock.
+		now, err := m.engine.Now(ctx)
+		floor := m.floorSnapshot()
+		if err == nil {
+			err = m.update(ctx, func(t *txn) error {
+				old, err := t.tx.HGet(keySessions, f)
+				if err != nil {
+					return err
+				}
+				lost = old == nil
+				t.tx.HSet(keySessions, f, heartbeatValue(now))
+				if lost {
+					b, _ := json.Marshal(m.sess.info)
+					t.tx.HSet(keySessInfo, f, b)
+				}
+				t.publishFloor(sid, floor)
+				return nil
+			})
+		}
+		m.health.beat(err == nil)
 		switch {
 		case err != nil && ctx.Err() == nil:
 			m.log.Warn("meta: session heartbeat failed", "session", sid, "err", err)
@@ -179,6 +193,36 @@ func (m *Meta) heartbeatLoop(ctx context.Context) {
 			m.log.Error("meta: session was cleaned up as stale by another client (heartbeats stopped for too long); files it had open may have been deleted", "session", sid)
 		}
 	}
+}
+
+// heartbeatHealth records since when this client's heartbeats have
+// succeeded without a break (local monotonic time; zero: the last one
+// failed) and when the last one succeeded.
+type heartbeatHealth struct {
+	mu          sync.Mutex
+	since, last time.Time
+}
+
+func (h *heartbeatHealth) beat(ok bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if !ok {
+		h.since = time.Time{}
+		return
+	}
+	now := time.Now()
+	if h.since.IsZero() {
+		h.since = now
+	}
+	h.last = now
+}
+
+// trusted reports whether heartbeats have succeeded, unbroken, for at
+// least timeout, the last one within two heartbeat intervals.
+func (h *heartbeatHealth) trusted(timeout, heartbeat time.Duration) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return !h.since.IsZero() && time.Since(h.since) >= timeout && time.Since(h.last) <= 2*heartbeat
 }
 
 func (m *Meta) wakeJobs() {
@@ -227,9 +271,19 @@ func (m *Meta) cleanStaleSessions(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// Only a client that has itself reached the engine without a break for
+	// a whole timeout may judge others: after an outage every session's
+	// heartbeat is old, and the others need a timeout to reconnect too.
+	if !m.health.trusted(m.opts.SessionTimeout, m.opts.Heartbeat) {
+		return nil
+	}
+	now, err := m.engine.Now(ctx)
+	if err != nil {
+		return err
+	}
 	own := m.sessionID()
 	for _, s := range ss {
-		if s.ID == own || time.Since(s.Heartbeat) < m.opts.SessionTimeout {
+		if s.ID == own || now.Sub(s.Heartbeat) < m.opts.SessionTimeout {
 			continue
 		}
 		m.log.Info("meta: cleaning up stale session", "session", s.ID, "host", s.Info.Hostname, "mountpoint", s.Info.MountPoint, "lastHeartbeat", s.Heartbeat)
@@ -272,6 +326,7 @@ func (m *Meta) cleanSession(ctx context.Context, sid uint64) error {
 		f := strconv.FormatUint(sid, 10)
 		t.tx.HDel(keySessions, f)
 		t.tx.HDel(keySessInfo, f)
+		t.tx.HDel(keySessSlice, f)
 		t.tx.Delete(sessOpenKey(sid))
 		return nil
 	})

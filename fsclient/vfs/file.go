@@ -235,6 +235,13 @@ func (v *VFS) Read(ctx context.Context, fh uint64, off int64, p []byte) (int, er
 		}
 	}
 	n, err := of.r.ReadAt(ctx, p, off, of.size())
+	if errors.Is(err, chunk.ErrBlockMissing) {
+		// The cached slice map may predate a compaction (here or by
+		// another client) whose old slices were freed meanwhile: reload
+		// it once. A block still missing then is data loss.
+		of.r.InvalidateAll()
+		n, err = of.r.ReadAt(ctx, p, off, of.size())
+	}
 	if err == io.EOF {
 		err = nil
 	}

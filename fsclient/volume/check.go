@@ -57,22 +57,34 @@ func (v *Volume) liveSlices(ctx context.Context) (map[uint64]uint32, error) {
 
 // GCReport is what GC found (and removed, when asked).
 type GCReport struct {
-	Objects      int   // block objects listed
-	LiveSlices   int   // slices referenced by metadata
-	Leaked       int   // block objects of no live slice, older than MinAge
-	LeakedBytes  int64 // their stored size
-	Unknown      int   // objects under chunks/ that are not block keys
-	Deleted      int   // leaked objects deleted
-	TooYoung     int   // unreferenced objects skipped as possibly in flight
+	Objects      int    // block objects listed
+	LiveSlices   int    // slices referenced by metadata
+	Leaked       int    // block objects of no live slice, older than MinAge
+	LeakedBytes  int64  // their stored size
+	Unknown      int    // objects under chunks/ that are not block keys
+	Deleted      int    // leaked objects deleted
+	TooYoung     int    // unreferenced objects skipped as possibly in flight
+	Pending      int    // unreferenced objects of slice ids at or above Floor
+	Floor        uint64 // lowest slice id a live session may still commit
 	LeakedSample []string
 }
 
 // GC lists every block object and reports those no live slice references
 // (leaked by crashed writers). Objects newer than minAge are left alone:
 // they may belong to a slice being uploaded right now. With del set, the
-// leaked objects are deleted.
+// leaked objects are deleted. Objects of slices with ids at or above the
+// slice floor (meta.SliceFloor) are never deleted, whatever their age: a
+// live session may still commit them (a slow writer uploads blocks long
+// before it commits the slice).
 func (v *Volume) GC(ctx context.Context, del bool, minAge time.Duration) (GCReport, error) {
 	var r GCReport
+	// The floor first: a slice committed after it was read is either in
+	// the live set read next or at or above the floor.
+	floor, err := v.Meta.SliceFloor(ctx)
+	if err != nil {
+		return r, err
+	}
+	r.Floor = floor
 	live, err := v.liveSlices(ctx)
 	if err != nil {
 		return r, err
@@ -86,6 +98,10 @@ func (v *Volume) GC(ctx context.Context, del bool, minAge time.Duration) (GCRepo
 			return nil
 		}
 		if _, ok := live[id]; ok {
+			return nil
+		}
+		if id >= floor {
+			r.Pending++
 			return nil
 		}
 		if info.ModTime.After(cutoff) {

@@ -45,6 +45,10 @@ type Config struct {
 	// cache.
 	Cache  *cache.Config
 	Logger *slog.Logger
+	// RepairSliceIDs: when the metadata's slice counter is below the
+	// bucket's high-water mark (a rolled-back engine), raise the counter
+	// past the mark instead of refusing to open (fsck --repair-ids).
+	RepairSliceIDs bool
 }
 
 // Volume is an opened volume: its metadata client, its settings, its object
@@ -68,6 +72,10 @@ func Open(ctx context.Context, cfg Config) (*Volume, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	im := &idMark{window: markWindowBatches * uint64(max(cfg.Meta.IDBatch, 1000))}
+	if cfg.Meta.OnSliceIDs == nil {
+		cfg.Meta.OnSliceIDs = im.advance
+	}
 	m, err := meta.Open(ctx, cfg.MetaURL, cfg.Meta)
 	if err != nil {
 		return nil, err
@@ -81,6 +89,16 @@ func Open(ctx context.Context, cfg Config) (*Volume, error) {
 	if err != nil {
 		m.Close(ctx)
 		return nil, err
+	}
+	im.mu.Lock()
+	im.objs, im.f, im.meta = objs, f, m.Name()
+	im.mu.Unlock()
+	if !cfg.Meta.ReadOnly {
+		if err := im.checkSliceIDs(ctx, m, cfg.RepairSliceIDs); err != nil {
+			stores.Close(objs)
+			m.Close(ctx)
+			return nil, err
+		}
 	}
 	cc := cfg.Chunk
 	cc.BlockSize = f.BlockSize
@@ -232,6 +250,9 @@ type marker struct {
 	Name    string    `json:"name"`
 	Meta    string    `json:"meta"` // engine name, never with a password
 	Created time.Time `json:"created"`
+	// SliceIDs is the slice-id high-water mark (idmark.go); absent on
+	// volumes no client has written since it was introduced.
+	SliceIDs *SliceIDMark `json:"sliceIds,omitempty"`
 }
 
 // claimPrefix makes sure the volume's prefix in the bucket is either empty
@@ -239,6 +260,7 @@ type marker struct {
 // owner.
 func claimPrefix(ctx context.Context, objs object.Store, f *format.Format, metaName string, force bool) error {
 	rc, err := objs.Get(ctx, markerKey, 0, -1)
+	var ids *SliceIDMark // kept across a re-format of the same volume
 	switch {
 	case err == nil:
 		var mk marker
@@ -247,7 +269,11 @@ func claimPrefix(ctx context.Context, objs object.Store, f *format.Format, metaN
 		if rerr != nil {
 			return fmt.Errorf("read %s in %s: %w", markerKey, objs, rerr)
 		}
-		if jerr := json.Unmarshal(b, &mk); jerr != nil || mk.UUID != f.UUID {
+		jerr := json.Unmarshal(b, &mk)
+		if jerr == nil && mk.UUID == f.UUID {
+			ids = mk.SliceIDs
+		}
+		if jerr != nil || mk.UUID != f.UUID {
 			if !force {
 				return fmt.Errorf("%s already holds volume %q (uuid %s, metadata %s): choose another volume name, or --force to take the prefix over", objs, mk.Name, mk.UUID, mk.Meta)
 			}
@@ -263,7 +289,7 @@ func claimPrefix(ctx context.Context, objs object.Store, f *format.Format, metaN
 	default:
 		return fmt.Errorf("cannot read from bucket %s: %w", objs, err)
 	}
-	b, _ := json.Marshal(marker{UUID: f.UUID, Name: f.Name, Meta: metaName, Created: f.Created})
+	b, _ := json.Marshal(marker{UUID: f.UUID, Name: f.Name, Meta: metaName, Created: f.Created, SliceIDs: ids})
 	if err := objs.Put(ctx, markerKey, b); err != nil {
 		return fmt.Errorf("cannot write to bucket %s (check the URL and the credentials' write permission): %w", objs, err)
 	}

@@ -3,6 +3,7 @@ package kv
 import (
 	"context"
 	"errors"
+	"time"
 )
 
 // ErrConflict is returned by Engine.Update when the transaction kept
@@ -88,4 +89,9 @@ type Engine interface {
 	Name() string
 	// Close releases connections and locks.
 	Close() error
+	// Now returns the metadata server's current time (Redis TIME; the
+	// local clock for an embedded engine). Session heartbeats and their
+	// staleness are measured on this one clock, so clients whose local
+	// clocks disagree still agree on which session is stale.
+	Now(ctx context.Context) (time.Time, error)
 }

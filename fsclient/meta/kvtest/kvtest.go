@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 
@@ -38,6 +39,7 @@ func Run(t *testing.T, open func(t testing.TB) kv.Engine) {
 		{"NoTornReads", testNoTornReads},
 		{"Context", testContext},
 		{"Name", testName},
+		{"Now", testNow},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -832,5 +834,30 @@ func testContext(t *testing.T, e kv.Engine) {
 func testName(t *testing.T, e kv.Engine) {
 	if e.Name() == "" {
 		t.Errorf("Name() is empty")
+	}
+}
+
+// testNow: the engine's clock is close to real time (loopback servers share
+// the host's clock), advances, and honours a canceled context.
+func testNow(t *testing.T, e kv.Engine) {
+	a, err := e.Now(ctx)
+	if err != nil {
+		t.Fatalf("Now: %v", err)
+	}
+	if d := time.Since(a); d < -time.Minute || d > time.Minute {
+		t.Errorf("Now = %v, %v away from the local clock", a, d)
+	}
+	time.Sleep(5 * time.Millisecond)
+	b, err := e.Now(ctx)
+	if err != nil {
+		t.Fatalf("Now: %v", err)
+	}
+	if !b.After(a) {
+		t.Errorf("Now did not advance: %v then %v", a, b)
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	if _, err := e.Now(cctx); !errors.Is(err, context.Canceled) {
+		t.Errorf("Now with a canceled context: %v, want context.Canceled", err)
 	}
 }

@@ -72,6 +72,7 @@ func Run(t *testing.T, newVolume func(t testing.TB) Volume) {
 		{"StaleSessionLocks", s.testStaleSessionLocks},
 		{"LockRace", s.testLockRace},
 		{"Restart", s.testRestart},
+		{"SliceFloor", s.testSliceFloor},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, tc.fn)

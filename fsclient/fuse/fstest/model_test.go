@@ -400,7 +400,7 @@ func (s *model) randomOp() {
 	ops := []op{
 		{20, s.write}, {6, s.truncate}, {8, s.read}, {6, s.mkdir}, {4, s.rmdir}, {6, s.unlink},
 		{10, s.rename}, {5, s.link}, {4, s.symlink}, {4, s.chmod}, {1, s.mkfifo},
-		{3, s.openUnlinked}, {8, s.fdOp}, {6, s.chown}, {8, s.asUser},
+		{3, s.openUnlinked}, {8, s.fdOp}, {4, s.chown}, {4, s.asUser},
 	}
 	if s.xattr {
 		ops = append(ops, op{5, s.setxattr}, op{2, s.removexattr})

@@ -52,7 +52,9 @@ func (s *model) chown() {
 
 // asUser performs one random operation as a random non-root user (in a
 // child process, fusetest.As) on both sides; the local disk is the
-// oracle for every errno the kernel and skiff return together.
+// oracle for every errno the kernel and skiff return together. Two
+// process starts make it the costliest operation (about a third of
+// TestModel's time under -race on a loaded machine), hence its weight.
 func (s *model) asUser() {
 	u := modelUsers[s.rng.IntN(len(modelUsers))]
 	file := func() string { // a file or nothing: opening a FIFO would wait

@@ -68,7 +68,7 @@ command line, which every process can read in /proc.`,
 	fl.DurationVar(&f.attrTimeout, "attr-timeout", time.Second, "how long the kernel caches attributes")
 	fl.DurationVar(&f.entryTimeout, "entry-timeout", time.Second, "how long the kernel caches file names")
 	fl.DurationVar(&f.dirEntryTimeout, "dir-entry-timeout", time.Second, "how long the kernel caches directory names")
-	fl.BoolVar(&f.allowOther, "allow-other", os.Geteuid() == 0, "let every user use the mount (skiff checks permissions itself); default on as root")
+	fl.BoolVar(&f.allowOther, "allow-other", os.Geteuid() == 0, "let every user use the mount (the kernel checks permissions: default_permissions); default on as root")
 	fl.StringVar(&f.bufferSize, "buffer-size", "300M", "memory for written data not yet uploaded")
 	fl.IntVar(&f.uploadConcurrency, "upload-concurrency", 20, "parallel block uploads")
 	fl.StringVar(&f.readAhead, "read-ahead", "4M", "kernel read-ahead window for sequential reads (set on the mount's device; needs root); 0 keeps the kernel's 128K")

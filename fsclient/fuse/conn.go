@@ -34,6 +34,11 @@ type ConnOptions struct {
 	// above every number the kernel may still hold. Default: one above the
 	// largest of Handles.
 	NextFh uint64
+	// KernelChecksPermissions says the connection was mounted with
+	// DefaultPermissions: the kernel checks mode bits, so skiff skips
+	// them (vfs.Caller.KernelChecked). Without it skiff checks every
+	// request itself, which the kernel's caches can bypass.
+	KernelChecksPermissions bool
 }
 
 // Handle is a file or directory handle as the kernel knows it.
@@ -76,7 +81,7 @@ func ServeConn(v *vfs.VFS, conn *os.File, opts ConnOptions) (*ConnServer, error)
 	if opts.MaxWrite <= 0 {
 		opts.MaxWrite = 1 << 20
 	}
-	hfs := &handleFS{fileSystem: newFileSystem(v, opts.Logger)}
+	hfs := &handleFS{fileSystem: newFileSystem(v, opts.Logger, opts.KernelChecksPermissions)}
 	hfs.mu.m = make(map[uint64]uint64)
 	hfs.mu.next = opts.NextFh
 	lost := hfs.adopt(opts.Handles, opts.Logger)

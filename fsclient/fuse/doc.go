@@ -20,6 +20,28 @@
 // request header, supplementary groups from /proc/<pid>/status (cached for
 // a second per pid; only the primary group when unreadable, e.g. a pid in
 // another namespace), umask from create, mkdir and mknod requests.
+// The supplementary groups serve the rules meta keeps (see Permissions);
+// the kernel's own checks use the process's real groups.
+//
+// # Permissions
+//
+// Every mount, Mount's and a supervisor's, has default_permissions: the
+// kernel checks the mode bits (read, write, search; owner, group and
+// supplementary groups, capabilities) with the caller's real credentials
+// before it sends a request, and also where it sends none: opening a
+// FIFO, socket or device node, and walking entries it has cached. skiff
+// alone could not: it is not asked then, so a user denied a moment ago
+// would get in through the kernel's caches. Requests carry
+// vfs.Caller.KernelChecked, and meta skips the mode checks the kernel
+// made; it keeps the rules the kernel judges from attributes that may be
+// stale or does not know: sticky directories, the owner rules of chmod,
+// chown and utimes, clearing setgid, device nodes only for root.
+// ServeConn does the same only when its owner says the connection was
+// mounted so (ConnOptions.KernelChecksPermissions); otherwise meta checks
+// everything. The kernel refreshes the attributes it checks once the
+// attribute timeout (vfs.Config.AttrTimeout, 1 s) has passed, so a chmod
+// or chown by another client of the volume takes effect here within it;
+// one through this mount at once.
 //
 // # Caching
 //

@@ -29,12 +29,16 @@ type fileSystem struct {
 	log    *slog.Logger
 	groups *groupCache
 	pt     passthrough // passthrough.go
+	// kernelChecks: the connection was mounted with
+	// default_permissions, so the kernel checked the mode bits of every
+	// request before sending it (vfs.Caller.KernelChecked).
+	kernelChecks bool
 }
 
 var _ gofuse.RawFileSystem = (*fileSystem)(nil)
 
-func newFileSystem(v *vfs.VFS, log *slog.Logger) *fileSystem {
-	fs := &fileSystem{RawFileSystem: gofuse.NewDefaultRawFileSystem(), v: v, log: log, groups: newGroupCache()}
+func newFileSystem(v *vfs.VFS, log *slog.Logger, kernelChecks bool) *fileSystem {
+	fs := &fileSystem{RawFileSystem: gofuse.NewDefaultRawFileSystem(), v: v, log: log, groups: newGroupCache(), kernelChecks: kernelChecks}
 	fs.pt.inodes = make(map[uint64]*ptInode)
 	fs.pt.fhs = make(map[uint64]ptHandle)
 	fs.pt.released = make(chan struct{})
@@ -69,7 +73,9 @@ func ctxOf(cancel <-chan struct{}) context.Context { return context.Background()
 func interruptible(cancel <-chan struct{}) context.Context { return reqCtx{cancel} }
 
 func (fs *fileSystem) caller(h *gofuse.InHeader, umask uint32) vfs.Caller {
-	return fs.groups.caller(&h.Caller, umask)
+	c := fs.groups.caller(&h.Caller, umask)
+	c.KernelChecked = fs.kernelChecks
+	return c
 }
 
 func (fs *fileSystem) st(op string, ino uint64, err error) gofuse.Status {

@@ -21,9 +21,11 @@ import (
 
 // Options configure a mount. Zero values mean the documented defaults.
 type Options struct {
-	// AllowOther lets users other than the mounting one use the mount
-	// (skiff checks permissions itself). Non-root mounts need
-	// user_allow_other in /etc/fuse.conf for it.
+	// AllowOther lets users other than the mounting one use the mount.
+	// Every mount has default_permissions: the kernel checks the mode
+	// bits of every access, including those it serves from its caches
+	// (see "Permissions" in the package documentation). Non-root mounts
+	// need user_allow_other in /etc/fuse.conf for it.
 	AllowOther bool
 	// MaxReadAhead is the kernel's read-ahead window for the files of
 	// the mount, in bytes. Default DefaultReadAhead (4 MiB); negative
@@ -49,6 +51,12 @@ type Options struct {
 	// duration, errno), e.g. for metrics. Nil costs nothing.
 	Observer OpObserver
 }
+
+// DefaultPermissions is the mount option that makes the kernel check
+// permissions from the attributes skiff returns. Mount always sets it; a
+// connection's owner that mounts by itself (package supervisor) sets it
+// too and says so in ConnOptions.KernelChecksPermissions.
+const DefaultPermissions = "default_permissions"
 
 // Server is a mounted and serving skiff file system.
 type Server struct {
@@ -97,6 +105,7 @@ func Mount(v *vfs.VFS, mountpoint string, opts Options) (*Server, error) {
 		EnableLocks:   true,
 		Debug:         opts.Debug,
 		Logger:        log.New(io.Discard, "", 0),
+		Options:       []string{DefaultPermissions},
 	}
 	if opts.Debug {
 		mo.Logger = slog.NewLogLogger(opts.Logger.Handler(), slog.LevelDebug)
@@ -107,7 +116,7 @@ func Mount(v *vfs.VFS, mountpoint string, opts Options) (*Server, error) {
 			mo.DirectMountFlags = syscall.MS_NOSUID | syscall.MS_NODEV | syscall.MS_RDONLY
 		}
 	}
-	fs := newFileSystem(v, opts.Logger)
+	fs := newFileSystem(v, opts.Logger, true)
 	fs.pt.on = opts.Passthrough
 	srv, err := gofuse.NewServer(observe(fs, opts.Observer), abs, mo)
 	if err != nil {

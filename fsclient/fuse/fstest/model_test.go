@@ -96,9 +96,11 @@ func runModel(t *testing.T, m *fusetest.Mount, seed int64, steps int, remountAt 
 		if err := os.Mkdir(r, 0o755); err != nil {
 			t.Fatal(err)
 		}
-		if err := os.Chmod(r, 0o755); err != nil { // no umask
+		// No umask; open to the users of asUser.
+		if err := os.Chmod(r, 0o777); err != nil {
 			t.Fatal(err)
 		}
+		openToUsers(t, r)
 	}
 	t.Cleanup(s.closeAll)
 	err := unix.Setxattr(s.root[0], "user.probe", []byte("x"), 0)
@@ -398,7 +400,7 @@ func (s *model) randomOp() {
 	ops := []op{
 		{20, s.write}, {6, s.truncate}, {8, s.read}, {6, s.mkdir}, {4, s.rmdir}, {6, s.unlink},
 		{10, s.rename}, {5, s.link}, {4, s.symlink}, {4, s.chmod}, {1, s.mkfifo},
-		{3, s.openUnlinked}, {8, s.fdOp},
+		{3, s.openUnlinked}, {8, s.fdOp}, {4, s.chown}, {4, s.asUser},
 	}
 	if s.xattr {
 		ops = append(ops, op{5, s.setxattr}, op{2, s.removexattr})

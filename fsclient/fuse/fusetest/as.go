@@ -155,7 +155,7 @@ func num(s string) uint64 {
 var openFlags = map[string]int{
 	"O_RDONLY": os.O_RDONLY, "O_WRONLY": os.O_WRONLY, "O_RDWR": os.O_RDWR, "O_CREAT": os.O_CREATE,
 	"O_EXCL": os.O_EXCL, "O_TRUNC": os.O_TRUNC, "O_APPEND": os.O_APPEND, "O_NOFOLLOW": syscall.O_NOFOLLOW,
-	"O_DIRECTORY": syscall.O_DIRECTORY,
+	"O_DIRECTORY": syscall.O_DIRECTORY, "O_NONBLOCK": syscall.O_NONBLOCK,
 }
 
 func do(op string, a []string) (string, error) {

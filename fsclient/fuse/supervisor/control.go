@@ -42,6 +42,9 @@ type ctrlMsg struct {
 	MaxWrite   int           `json:"max_write,omitempty"`
 	Handles    []fuse.Handle `json:"handles,omitempty"`
 	NextFh     uint64        `json:"next_fh,omitempty"`
+	// KernelChecks: the mount has default_permissions
+	// (fuse.ConnOptions.KernelChecksPermissions).
+	KernelChecks bool `json:"kernel_checks,omitempty"`
 
 	// ready
 	Version string `json:"version,omitempty"`

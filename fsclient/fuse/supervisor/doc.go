@@ -6,7 +6,9 @@
 // # Design: a relay, not a direct hand-off
 //
 // The supervisor mounts (mount(2) with fd=, rootmode, user_id, group_id,
-// max_read, allow_other; no default_permissions) and reads each kernel
+// max_read, allow_other, default_permissions: the kernel checks
+// permissions and the hello tells each worker so, as the hand-off state
+// tells an adopter) and reads each kernel
 // request from /dev/fuse. It forwards it to the worker over a
 // SOCK_SEQPACKET socketpair, which keeps message boundaries as /dev/fuse
 // does; the worker's go-fuse serves its end through go-fuse's "/dev/fd/N"

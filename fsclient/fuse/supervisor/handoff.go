@@ -88,6 +88,10 @@ type handOffState struct {
 	Seq uint64 `json:"seq"`
 	// WorkerVersion is the old worker's version, for logs.
 	WorkerVersion string `json:"worker_version,omitempty"`
+	// KernelChecks: the connection was mounted with
+	// default_permissions. Absent from records of builds that mounted
+	// without it: their workers then check every request themselves.
+	KernelChecks bool `json:"kernel_checks,omitempty"`
 }
 
 type handOffInit struct {
@@ -277,10 +281,11 @@ func (s *Supervisor) snapshot(old *worker) *handOffState {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	st := &handOffState{
-		Version:    HandOffVersion,
-		Mountpoint: s.cfg.Mountpoint,
-		MaxWrite:   s.maxWrite,
-		Init:       s.initReq,
+		Version:      HandOffVersion,
+		Mountpoint:   s.cfg.Mountpoint,
+		KernelChecks: s.kernelChecks,
+		MaxWrite:     s.maxWrite,
+		Init:         s.initReq,
 		InitOut: handOffInit{
 			Major: s.initOut.major, Minor: s.initOut.minor, Flags: s.initOut.flags,
 			MaxWrite: s.initOut.maxWrite, MaxPages: s.initOut.maxPages,
@@ -435,6 +440,7 @@ func Adopt(ctx context.Context, cfg Config, socket string) (*Supervisor, error) 
 		return refuse(fmt.Errorf("the relay socket carries %d bytes, the connection uses max_write %d: raise net.core.wmem_max or grant CAP_NET_ADMIN", limit, st.MaxWrite))
 	}
 	s.setMaxWrite(st.MaxWrite)
+	s.kernelChecks = st.KernelChecks
 	if err := s.restore(st); err != nil {
 		return refuse(err)
 	}

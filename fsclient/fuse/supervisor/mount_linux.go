@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/skiff-fs/skiff/fsclient/fuse"
 )
 
 // mountFUSE opens /dev/fuse and mounts it on mountpoint with mount(2)
@@ -23,6 +25,9 @@ func mountFUSE(cfg *Config, maxRead int) (*rawFD, error) {
 		"user_id=" + strconv.Itoa(os.Geteuid()),
 		"group_id=" + strconv.Itoa(os.Getegid()),
 		"max_read=" + strconv.Itoa(maxRead),
+		// The kernel checks permissions, also where it answers from its
+		// caches (FIFO opens, path walks through cached entries).
+		fuse.DefaultPermissions,
 	}
 	if cfg.AllowOther {
 		opts = append(opts, "allow_other")

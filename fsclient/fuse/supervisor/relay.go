@@ -94,7 +94,7 @@ func (s *Supervisor) start(cmd Command, first bool) (*worker, []byte, error) {
 	s.mu.Lock()
 	s.mu.gen++
 	w := &worker{gen: s.mu.gen, cmd: c, conn: local, ctrl: ctrl, exited: make(chan struct{}), abandon: make(chan struct{}), readersDone: make(chan struct{})}
-	hello := ctrlMsg{Op: msgHello, Generation: w.gen, Mountpoint: s.cfg.Mountpoint, MaxWrite: s.maxWrite, NextFh: s.mu.maxFh + 1}
+	hello := ctrlMsg{Op: msgHello, Generation: w.gen, Mountpoint: s.cfg.Mountpoint, MaxWrite: s.maxWrite, NextFh: s.mu.maxFh + 1, KernelChecks: s.kernelChecks}
 	for _, h := range s.mu.handles {
 		hello.Handles = append(hello.Handles, h)
 	}

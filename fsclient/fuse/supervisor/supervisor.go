@@ -200,6 +200,9 @@ type Supervisor struct {
 
 	initReq []byte  // the kernel's INIT, replayed into new workers
 	initOut initOut // what the first worker answered
+	// kernelChecks: the mount has default_permissions (every mount
+	// this package makes; an adopted one says so in its state).
+	kernelChecks bool
 
 	// lifecycle requests, served by run
 	died       chan *worker
@@ -311,6 +314,7 @@ func Start(cfg Config) (*Supervisor, error) {
 		return nil, err
 	}
 	s.dev = dev
+	s.kernelChecks = true
 	fail := func(err error) (*Supervisor, error) {
 		unix.Unmount(cfg.Mountpoint, unix.MNT_DETACH)
 		dev.close()

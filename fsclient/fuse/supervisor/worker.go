@@ -67,6 +67,8 @@ func (w *Worker) Serve(v *vfs.VFS, opts fuse.Options, version string) error {
 		MaxWrite: w.hello.MaxWrite,
 		Handles:  w.hello.Handles,
 		NextFh:   w.hello.NextFh,
+
+		KernelChecksPermissions: w.hello.KernelChecks,
 	})
 	if err != nil {
 		return err

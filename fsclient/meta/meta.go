@@ -39,6 +39,10 @@ type Options struct {
 	// removed files' data, delayed slice freeing) run. Default: the smaller
 	// of Heartbeat and SliceFreeDelay/2, at least 10ms.
 	JobInterval time.Duration
+	// OpTimeout bounds each operation on a Redis server: connecting,
+	// every command and the retries (redis.Options.OpTimeout). While the
+	// server is known down, operations fail at once. Default 15s.
+	OpTimeout time.Duration
 }
 
 func (o *Options) setDefaults() {

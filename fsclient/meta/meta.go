@@ -351,10 +351,16 @@ func (t *txn) create(ino Ino, a Attr) {
 }
 
 // remove deletes an inode and everything keyed by it except chunk data,
-// which the caller queues for deletion.
-func (t *txn) remove(ino Ino) {
+// which the caller queues for deletion. Its xattr bytes leave the usage.
+func (t *txn) remove(ino Ino) error {
+	x, err := t.tx.HGetAll(xattrKey(ino))
+	if err != nil {
+		return fmt.Errorf("read xattrs of %d: %w", ino, err)
+	}
+	t.fx.space -= xattrBytes(x)
 	t.attrs[ino] = nil
 	t.tx.Delete(inodeKey(ino), xattrKey(ino), symlinkKey(ino), openKey(ino), dirKey(ino))
+	return nil
 }
 
 func (t *txn) flush() {

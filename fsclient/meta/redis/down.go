@@ -12,7 +12,8 @@ import (
 
 // An outage is ridden out for its first downGrace (a restart, a
 // failover: operations retry on new connections, up to OpTimeout). Once
-// it is older the server is known down: operations fail at once with the
+// it is older, or as soon as one operation ran out of OpTimeout (a hung
+// server), the server is known down: operations fail at once with the
 // last failure instead of each dialling and waiting, and one operation
 // per redialEvery goes through as a probe. A successful operation ends
 // the outage.
@@ -39,8 +40,9 @@ func (e *Engine) admit() error {
 	return &downError{addr: e.cfg.name(), since: e.down.since, err: e.down.err}
 }
 
-// markDown records a failure to reach the server.
-func (e *Engine) markDown(err error) {
+// markDown records a failure to reach the server. known skips the grace:
+// an operation already waited OpTimeout for it.
+func (e *Engine) markDown(err error, known bool) {
 	if errors.Is(err, context.DeadlineExceeded) {
 		// Never let a stored failure read as the caller's deadline.
 		err = fmt.Errorf("no answer within %v", e.opts.OpTimeout)
@@ -52,6 +54,9 @@ func (e *Engine) markDown(err error) {
 		e.down.since = now
 		e.isDown.Store(true)
 		e.log.Warn("redis unreachable; operations fail fast while it stays down", "err", err)
+	}
+	if early := now.Add(-e.downGrace()); known && e.down.since.After(early) {
+		e.down.since = early
 	}
 	e.down.last, e.down.err = now, err
 }
@@ -124,7 +129,7 @@ func (e *Engine) bounded(ctx context.Context, what string, op func(ctx context.C
 	// the server is gone or hung. Later operations fail fast until it
 	// answers again.
 	terr := &timeoutError{addr: e.cfg.name(), what: what, d: e.opts.OpTimeout, cause: err.Error()}
-	e.markDown(terr)
+	e.markDown(terr, true)
 	if errors.Is(err, kv.ErrCommitUnknown) {
 		return err
 	}

@@ -247,7 +247,7 @@ func (e *Engine) dial(ctx context.Context) (redis.Conn, error) {
 	// A connection is no proof that the server answers (a hung one
 	// accepts them): only a finished operation ends an outage.
 	if err != nil && !isPermanent(err) && !errors.Is(ctx.Err(), context.Canceled) {
-		e.markDown(err)
+		e.markDown(err, false)
 	}
 	return c, err
 }

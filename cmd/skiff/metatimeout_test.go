@@ -54,6 +54,16 @@ func TestMountMetaTimeout(t *testing.T) {
 	if err := srv.StartAgain(); err != nil {
 		t.Fatal(err)
 	}
+	// The mount recovers by itself (a probe every 200ms).
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err := os.Stat(filepath.Join(mp, "f")); err == nil {
+			break
+		} else if time.Now().After(deadline) {
+			t.Fatalf("no recovery after redis came back: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 	umountAndWait(t, mp, done, out)
 }
 
@@ -68,6 +78,7 @@ func TestWorkerGetsMetaTimeout(t *testing.T) {
 		t.Fatalf("worker args %q lack --meta-timeout=1.5s", args)
 	}
 	w := newWorker(g)
+	w.Flags().BoolVar(&g.verbose, "verbose", false, "") // the root's persistent flag
 	if err := w.ParseFlags(args); err != nil {
 		t.Fatalf("worker flags %q: %v", args, err)
 	}

@@ -125,6 +125,10 @@ func (e *Engine) bounded(ctx context.Context, what string, op func(ctx context.C
 	case ctx.Err() != nil || (octx.Err() == nil && !errors.Is(err, os.ErrDeadlineExceeded)):
 		return err
 	}
+	var de *downError
+	if errors.As(err, &de) {
+		return err // already known down: keep the first cause
+	}
 	// OpTimeout (or a command's read timeout, at most OpTimeout) passed:
 	// the server is gone or hung. Later operations fail fast until it
 	// answers again.

@@ -16,6 +16,7 @@ import (
 	"github.com/skiff-fs/skiff/fsclient/chunk"
 	"github.com/skiff-fs/skiff/fsclient/fuse"
 	"github.com/skiff-fs/skiff/fsclient/meta"
+	"github.com/skiff-fs/skiff/fsclient/meta/redis"
 	"github.com/skiff-fs/skiff/fsclient/vfs"
 	"github.com/skiff-fs/skiff/fsclient/volume"
 )
@@ -40,6 +41,14 @@ type mountFlags struct {
 	statusFile        string     // --status-file of --supervise
 	readAhead         string
 	passthrough       bool // --passthrough: file images read by the kernel directly
+
+	metaTimeout time.Duration // --meta-timeout (addMetaTimeoutFlag)
+}
+
+// addMetaTimeoutFlag adds --meta-timeout to skiff mount and its worker.
+func addMetaTimeoutFlag(cmd *cobra.Command, f *mountFlags) {
+	cmd.Flags().DurationVar(&f.metaTimeout, "meta-timeout", redis.DefaultOpTimeout,
+		"bound on each metadata (Redis) operation, retries included; past it, and at once while Redis is known down, file operations fail with EIO")
 }
 
 func newMount(g *globals) *cobra.Command {
@@ -78,6 +87,7 @@ command line, which every process can read in /proc.`,
 	fl.StringVar(&f.metricsSocket, "metrics-socket", "", "serve Prometheus metrics (the volume's counters and FUSE operations) at /metrics on this unix socket")
 	addCacheFlags(cmd, &f.cache)
 	addSuperviseFlags(cmd, &f)
+	addMetaTimeoutFlag(cmd, &f)
 	return cmd
 }
 
@@ -226,6 +236,9 @@ func (f *mountFlags) openVolume(ctx context.Context, g *globals, log *slog.Logge
 	if f.uploadConcurrency <= 0 {
 		return nil, fmt.Errorf("--upload-concurrency must be at least 1")
 	}
+	if f.metaTimeout <= 0 {
+		return nil, fmt.Errorf("--meta-timeout must be positive (e.g. 15s)")
+	}
 	pass, err := g.passphrase()
 	if err != nil {
 		return nil, err
@@ -239,7 +252,7 @@ func (f *mountFlags) openVolume(ctx context.Context, g *globals, log *slog.Logge
 		Passphrase:      pass,
 		CredentialsFile: g.credentials,
 		Logger:          log,
-		Meta:            meta.Options{Logger: log, ReadOnly: f.readOnly},
+		Meta:            meta.Options{Logger: log, ReadOnly: f.readOnly, OpTimeout: f.metaTimeout},
 		Chunk:           chunk.Config{BufferSize: buf, UploadConcurrency: f.uploadConcurrency, CacheWrites: f.cache.writes},
 		Cache:           cacheCfg,
 	})

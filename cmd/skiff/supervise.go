@@ -47,6 +47,7 @@ func workerArgs(g *globals, f *mountFlags, metaURL string) []string {
 		"--upload-concurrency=" + strconv.Itoa(f.uploadConcurrency),
 		"--debug=" + strconv.FormatBool(f.debug),
 		"--verbose=" + strconv.FormatBool(g.verbose),
+		"--meta-timeout=" + f.metaTimeout.String(),
 	}
 	a = append(a, f.cache.args()...)
 	if g.passphraseFile != "" {
@@ -177,6 +178,7 @@ func newWorker(g *globals) *cobra.Command {
 	fl.StringVar(&f.metaURLFile, "meta-url-file", "", "")
 	fl.StringVar(&f.metricsSocket, "metrics-socket", "", "")
 	addCacheFlags(cmd, &f.cache)
+	addMetaTimeoutFlag(cmd, &f)
 	return cmd
 }
 

@@ -5,11 +5,16 @@
 //
 // # Errors
 //
-// This is the one place where errors become errnos (see status): a
-// syscall.Errno passes through, a lost or corrupt data block is EIO logged
-// loudly as data loss, cancellation (a FUSE interrupt, which ends the
-// request's context) is EINTR, anything else is EIO logged once with the
-// operation and inode. ENOSYS is never returned for an unknown error; the
+// This is the one place where errors become errnos (see status), and
+// only file-system errnos reach applications: a syscall.Errno passes
+// through when it is a file-system outcome (ENOENT, EACCES, ENOSPC,
+// EDQUOT, ...) and does not come from a socket; a lost or corrupt data
+// block is EIO logged loudly as data loss; cancellation (a FUSE
+// interrupt, which ends the request's context) is EINTR; an expired
+// context deadline is ETIMEDOUT; anything else — network errnos
+// (ECONNREFUSED, ECONNRESET, EPIPE, ENETUNREACH, EHOSTUNREACH, a socket's
+// ETIMEDOUT), any errno inside a net.OpError, an unreachable or hung
+// Redis — is EIO logged once with the operation and inode. ENOSYS is never returned for an unknown error; the
 // operations skiff does not implement (statx, ioctl, writev) answer ENOSYS
 // from go-fuse's default, which makes the kernel fall back or give up
 // cleanly.

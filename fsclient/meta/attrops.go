@@ -124,6 +124,21 @@ const (
 	maxXattrValue = 64 << 10
 )
 
+// MaxXattrBytes caps the extended attributes of one inode: their names
+// and values together. A SetXattr that would grow them past it fails with
+// ENOSPC. The bytes count toward the volume's used space (StatFS) until
+// the attribute or the inode is removed.
+const MaxXattrBytes = 128 << 10
+
+// xattrBytes is what the attributes in x take toward MaxXattrBytes.
+func xattrBytes(x map[string][]byte) int64 {
+	var n int64
+	for k, v := range x {
+		n += int64(len(k) + len(v))
+	}
+	return n
+}
+
 // xattrPerm checks the permission to read (W_OK=false) or change an
 // extended attribute: user.* follows the file mode, trusted.* and
 // security.* changes need root.
@@ -204,18 +219,26 @@ func (m *Meta) SetXattr(ctx context.Context, c Caller, ino Ino, name string, val
 		if err := xattrPerm(a, &c, name, true); err != nil {
 			return err
 		}
-		if flags != 0 {
-			old, err := t.tx.HGet(xattrKey(ino), name)
-			if err != nil {
-				return err
-			}
-			if flags == XattrCreate && old != nil {
-				return syscall.EEXIST
-			}
-			if flags == XattrReplace && old == nil {
-				return syscall.ENODATA
-			}
+		all, err := t.tx.HGetAll(xattrKey(ino))
+		if err != nil {
+			return err
 		}
+		old, had := all[name]
+		if flags == XattrCreate && had {
+			return syscall.EEXIST
+		}
+		if flags == XattrReplace && !had {
+			return syscall.ENODATA
+		}
+		total := xattrBytes(all)
+		grown := total + int64(len(name)+len(value))
+		if had {
+			grown -= int64(len(name) + len(old))
+		}
+		if grown > MaxXattrBytes && grown > total {
+			return syscall.ENOSPC
+		}
+		t.fx.space += grown - total
 		t.tx.HSet(xattrKey(ino), name, append([]byte{}, value...))
 		t.ctime(a)
 		t.touch(ino)
@@ -271,6 +294,7 @@ func (m *Meta) RemoveXattr(ctx context.Context, c Caller, ino Ino, name string) 
 		if old == nil {
 			return syscall.ENODATA
 		}
+		t.fx.space -= int64(len(name) + len(old))
 		t.tx.HDel(xattrKey(ino), name)
 		t.ctime(a)
 		t.touch(ino)

@@ -75,10 +75,18 @@
 // keeps the session's floor down until the session ends (gc then only
 // leaves more garbage for later).
 //
-// Usage. "usedSpace" (regular files' sizes rounded up to 4 KiB) and
-// "usedInodes" are changed with Engine.Incr after each commit. They can drift
+// Usage. "usedSpace" (regular files' sizes rounded up to 4 KiB, plus the
+// bytes of xattr names and values) and "usedInodes" are changed with
+// Engine.Incr after each commit. They can drift
 // when a client dies between a commit and its Incr, or when a commit's
-// outcome is unknown; fsck can recompute them.
+// outcome is unknown; nothing recomputes them yet.
+//
+// Xattrs. One inode holds at most MaxXattrBytes (128 KiB) of xattr names
+// and values; a SetXattr that would grow past it fails with ENOSPC (one
+// value is at most 64 KiB, E2BIG past it). Removing an xattr or the inode
+// releases its bytes from usedSpace. (Xattrs set before this accounting
+// existed were never counted: their release makes usedSpace drift low,
+// like any other drift.)
 //
 // # Key schema
 //

@@ -44,6 +44,10 @@ type Options struct {
 	// any id of it is handed out; an error fails the allocation. The
 	// volume uses it to keep a high-water mark outside the engine.
 	OnSliceIDs func(ctx context.Context, last uint64) error
+	// OpTimeout bounds each operation on a Redis server: connecting,
+	// every command and the retries (redis.Options.OpTimeout). While the
+	// server is known down, operations fail at once. Default 15s.
+	OpTimeout time.Duration
 }
 
 func (o *Options) setDefaults() {
@@ -379,10 +383,16 @@ func (t *txn) create(ino Ino, a Attr) {
 }
 
 // remove deletes an inode and everything keyed by it except chunk data,
-// which the caller queues for deletion.
-func (t *txn) remove(ino Ino) {
+// which the caller queues for deletion. Its xattr bytes leave the usage.
+func (t *txn) remove(ino Ino) error {
+	x, err := t.tx.HGetAll(xattrKey(ino))
+	if err != nil {
+		return fmt.Errorf("read xattrs of %d: %w", ino, err)
+	}
+	t.fx.space -= xattrBytes(x)
 	t.attrs[ino] = nil
 	t.tx.Delete(inodeKey(ino), xattrKey(ino), symlinkKey(ino), openKey(ino), dirKey(ino))
+	return nil
 }
 
 func (t *txn) flush() {

@@ -304,19 +304,21 @@ func (t *txn) dropLink(ino Ino, a *Attr) error {
 	if n > 0 {
 		return nil // kept until the last close
 	}
-	t.destroy(ino, a)
-	return nil
+	return t.destroy(ino, a)
 }
 
 // destroy removes an unlinked inode and queues its data for deletion.
-func (t *txn) destroy(ino Ino, a *Attr) {
+func (t *txn) destroy(ino Ino, a *Attr) error {
 	if a.Typ == TypeFile && a.Size > 0 {
 		t.tx.HSet(keyDelFiles, strconv.FormatUint(uint64(ino), 10), binary.BigEndian.AppendUint64(nil, a.Size))
 		t.fx.space -= usage(a.Size)
 		t.fx.wake = true
 	}
-	t.remove(ino)
+	if err := t.remove(ino); err != nil {
+		return err
+	}
 	t.fx.inodes--
+	return nil
 }
 
 // Unlink removes a non-directory entry.
@@ -399,7 +401,9 @@ func (m *Meta) Rmdir(ctx context.Context, c Caller, parent Ino, name string) err
 		p.Nlink--
 		t.mtime(p)
 		t.touch(parent)
-		t.remove(ino)
+		if err := t.remove(ino); err != nil {
+			return err
+		}
 		t.fx.inodes--
 		return nil
 	})
@@ -651,7 +655,9 @@ func (t *txn) rename(c *Caller, sp Ino, sn string, dp Ino, dn string, flags uint
 				if n > 0 {
 					return syscall.ENOTEMPTY
 				}
-				t.remove(dino)
+				if err := t.remove(dino); err != nil {
+					return err
+				}
 				t.fx.inodes--
 				dpa.Nlink--
 			} else if err := t.dropLink(dino, da); err != nil {

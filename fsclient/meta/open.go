@@ -22,7 +22,7 @@ func Open(ctx context.Context, url string, opts Options) (*Meta, error) {
 	var err error
 	switch strings.ToLower(scheme) {
 	case "redis", "rediss", "redis+sentinel":
-		e, err = redis.Open(ctx, url, redis.Options{Logger: opts.Logger})
+		e, err = redis.Open(ctx, url, redis.Options{Logger: opts.Logger, OpTimeout: opts.OpTimeout})
 	case "bolt":
 		e, err = bolt.Open(url, bolt.Options{ReadOnly: opts.ReadOnly})
 	default:

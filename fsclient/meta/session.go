@@ -363,7 +363,7 @@ func (t *txn) unrecordOpen(sid uint64, ino Ino) error {
 		return err
 	}
 	if a.Nlink == 0 {
-		t.destroy(ino, a)
+		return t.destroy(ino, a)
 	}
 	return nil
 }

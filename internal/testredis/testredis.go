@@ -235,3 +235,19 @@ func (s *Server) StartAgain() error {
 	}
 	return lastErr
 }
+
+// Pause stops the server with SIGSTOP, like a hung server: connections
+// are accepted by the kernel but nothing answers. It is resumed
+// (SIGCONT) by the returned function and in t.Cleanup.
+func (s *Server) Pause(t testing.TB) (resume func()) {
+	t.Helper()
+	s.mu.Lock()
+	p := s.cmd.Process
+	s.mu.Unlock()
+	if err := p.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatalf("testredis: pause: %v", err)
+	}
+	resume = func() { p.Signal(syscall.SIGCONT) }
+	t.Cleanup(resume)
+	return resume
+}

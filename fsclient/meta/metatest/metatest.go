@@ -50,6 +50,7 @@ func Run(t *testing.T, newVolume func(t testing.TB) Volume) {
 		{"HardLinks", s.testHardLinks},
 		{"Symlink", s.testSymlink},
 		{"Xattr", s.testXattr},
+		{"XattrCap", s.testXattrCap},
 		{"Rename", s.testRename},
 		{"RenameFlags", s.testRenameFlags},
 		{"Permissions", s.testPermissions},

@@ -57,6 +57,25 @@
 // kv.ErrCommitUnknown). Scan is SCAN MATCH <tag><escaped prefix>* COUNT
 // 1000 and may report a key twice.
 //
+// # Bounded waits
+//
+// Options.OpTimeout (default 15s; skiff mount --meta-timeout) bounds each
+// operation as a whole: Update, View, Incr, each step of Scan, and Open.
+// Connecting, every command (the read and write timeouts are at most
+// OpTimeout) and the retries after a broken connection all fit in it.
+// When it passes, the operation fails with an error naming the server and
+// the timeout; it does not wrap context.DeadlineExceeded (the caller's
+// own deadline did not pass), so at the FUSE edge it is EIO.
+//
+// Outages. The first second of an outage (or half of OpTimeout, if less)
+// is ridden out: operations retry on new connections, so a restart or a
+// failover costs a pause, not errors. After that, or as soon as one
+// operation ran out of OpTimeout (a hung server), the server is known
+// down: operations fail at once with the last failure, one operation per
+// 200ms is let through as a probe, and the first operation that succeeds
+// ends the outage. A dial that connects proves nothing (a hung server
+// accepts connections).
+//
 // Connections come from a redigo pool; a borrowed idle connection is
 // checked with a non-blocking peek at its socket (and PINGed when idle
 // over a minute). Errors from Open name the problem and the fix in one

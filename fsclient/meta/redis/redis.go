@@ -20,9 +20,18 @@ import (
 
 // Options tune Open. The zero value is the production default.
 type Options struct {
-	// DialTimeout bounds connecting (and the sentinel lookup). Default 5s.
+	// OpTimeout bounds one operation (Update, View, Incr, one step of
+	// Scan, and Open) as a whole: connecting, every command and the
+	// retries after a broken connection. When it passes, the operation
+	// fails with an error that names the server and the timeout (and does
+	// not wrap context.DeadlineExceeded: to the application it is EIO).
+	// Default 15s.
+	OpTimeout time.Duration
+	// DialTimeout bounds connecting (and the sentinel lookup). Default
+	// 5s, at most OpTimeout.
 	DialTimeout time.Duration
-	// ReadTimeout and WriteTimeout bound one command. Default 10s each.
+	// ReadTimeout and WriteTimeout bound one command. Default 10s each,
+	// at most OpTimeout.
 	ReadTimeout, WriteTimeout time.Duration
 	// MaxIdle is the number of idle connections kept. Default 16.
 	MaxIdle int
@@ -53,6 +62,11 @@ const (
 	// borrowPingAfter: an idle connection older than this is PINGed
 	// before reuse (younger ones get a cheap non-blocking socket check).
 	borrowPingAfter = time.Minute
+	// DefaultOpTimeout is Options.OpTimeout's default.
+	DefaultOpTimeout = 15 * time.Second
+	// redialEvery: while the server is known down, one operation at most
+	// this often tries it for real; the others fail at once.
+	redialEvery = 200 * time.Millisecond
 )
 
 func (o *Options) setDefaults() {
@@ -61,9 +75,13 @@ func (o *Options) setDefaults() {
 			*d = v
 		}
 	}
+	def(&o.OpTimeout, DefaultOpTimeout)
 	def(&o.DialTimeout, 5*time.Second)
 	def(&o.ReadTimeout, 10*time.Second)
 	def(&o.WriteTimeout, 10*time.Second)
+	o.DialTimeout = min(o.DialTimeout, o.OpTimeout)
+	o.ReadTimeout = min(o.ReadTimeout, o.OpTimeout)
+	o.WriteTimeout = min(o.WriteTimeout, o.OpTimeout)
 	def(&o.IdleTimeout, 5*time.Minute)
 	if o.MaxIdle <= 0 {
 		o.MaxIdle = 16
@@ -87,6 +105,15 @@ type Engine struct {
 	master struct { // sentinel only: the resolved master
 		sync.Mutex
 		addr string
+	}
+
+	// down is what the engine knows of an outage (see admit).
+	isDown atomic.Bool // down.since is set
+	down   struct {
+		sync.Mutex
+		since time.Time // first failure of this outage; zero when up
+		last  time.Time // last real attempt while down
+		err   error     // the last failure
 	}
 
 	// Counters for tests and metrics.
@@ -127,10 +154,16 @@ func open(ctx context.Context, url string, opts Options) (*Engine, error) {
 		Wait:                opts.MaxActive > 0,
 		IdleTimeout:         opts.IdleTimeout,
 	}
-	c, _, err := e.get(ctx)
+	octx, cancel := context.WithTimeout(ctx, opts.OpTimeout)
+	defer cancel()
+	c, _, err := e.get(octx)
 	if err == nil {
-		_, err = redis.DoContext(c, ctx, "PING")
+		_, err = redis.DoContext(c, octx, "PING")
 		c.Close()
+	}
+	if err != nil && ctx.Err() == nil && octx.Err() != nil {
+		err = &dialError{err: errors.New("timed out"),
+			msg: fmt.Sprintf("redis at %s did not answer within %v (is the server hung or overloaded? check META_URL)", e.cfg.addrs[0], opts.OpTimeout)}
 	}
 	if err != nil {
 		e.pool.Close()
@@ -180,6 +213,9 @@ func setSlot(ctx context.Context, c *liveConn) {
 
 // get borrows a connection. The *liveConn may be nil for foreign conns.
 func (e *Engine) get(ctx context.Context) (redis.Conn, *liveConn, error) {
+	if err := e.admit(); err != nil {
+		return nil, nil, err
+	}
 	s := &connSlot{}
 	c, err := e.pool.GetContext(context.WithValue(ctx, slotKey{}, s))
 	if err != nil {
@@ -207,6 +243,16 @@ func (e *Engine) testOnBorrow(ctx context.Context, c redis.Conn, lastUsed time.T
 // dial opens one connection, to the server or to the master the
 // sentinels name. Errors are already explained for the user.
 func (e *Engine) dial(ctx context.Context) (redis.Conn, error) {
+	c, err := e.dialServer(ctx)
+	// A connection is no proof that the server answers (a hung one
+	// accepts them): only a finished operation ends an outage.
+	if err != nil && !isPermanent(err) && !errors.Is(ctx.Err(), context.Canceled) {
+		e.markDown(err, false)
+	}
+	return c, err
+}
+
+func (e *Engine) dialServer(ctx context.Context) (redis.Conn, error) {
 	if e.cfg.scheme != schemeSentinel {
 		addr := e.cfg.addrs[0]
 		c, err := e.dialAddr(ctx, addr)
@@ -408,6 +454,11 @@ const (
 // are buffered, and the commit is MULTI + writes + EXEC on the same
 // connection. See the package documentation for the guarantees.
 func (e *Engine) Update(ctx context.Context, fn func(tx kv.Tx) error) error {
+	return e.bounded(ctx, "transaction", func(ctx context.Context) error { return e.update(ctx, fn) })
+}
+
+func (e *Engine) update(ctx context.Context, fn func(tx kv.Tx) error) error {
+	start := time.Now()
 	broken := 0
 	for attempt := 1; ; attempt++ {
 		if err := ctx.Err(); err != nil {
@@ -428,11 +479,11 @@ func (e *Engine) Update(ctx context.Context, fn func(tx kv.Tx) error) error {
 			}
 		case reconnect:
 			e.noteBroken(err)
-			if broken >= connRetries {
+			if broken >= connRetries || e.downBefore(start) {
 				return fmt.Errorf("redis %s: %w", e.cfg.name(), err)
 			}
 			e.log.Info("redis connection broke before commit, retrying", "err", err, "retry", broken+1)
-			if err := sleep(ctx, connBackoff(broken)); err != nil {
+			if err := retryWait(ctx, broken, err); err != nil {
 				return err
 			}
 			broken++
@@ -461,7 +512,7 @@ func (e *Engine) attempt(ctx context.Context, fn func(tx kv.Tx) error) (outcome,
 		// Was fn's error computed from a stale view? An empty
 		// MULTI/EXEC fails exactly when a watched key changed.
 		if len(t.watched) > 0 {
-			if out, _ := e.exec(c, lc, nil); out == conflict {
+			if out, _ := e.exec(ctx, c, lc, nil); out == conflict {
 				return conflict, nil
 			}
 		}
@@ -476,7 +527,7 @@ func (e *Engine) attempt(ctx context.Context, fn func(tx kv.Tx) error) (outcome,
 	if e.testHookBeforeCommit != nil {
 		e.testHookBeforeCommit()
 	}
-	return e.exec(c, lc, t.cmds)
+	return e.exec(ctx, c, lc, t.cmds)
 }
 
 // borrowFailed classifies a failure to get a connection.
@@ -501,7 +552,7 @@ func (e *commitUnknown) Unwrap() error { return kv.ErrCommitUnknown }
 // exec sends MULTI, cmds and EXEC and reads the replies. With no cmds it
 // only checks that no watched key changed (nothing can be half applied,
 // so a broken connection is simply retried).
-func (e *Engine) exec(c redis.Conn, lc *liveConn, cmds []command) (outcome, error) {
+func (e *Engine) exec(ctx context.Context, c redis.Conn, lc *liveConn, cmds []command) (outcome, error) {
 	if lc != nil && peerClosed(lc.raw) {
 		return reconnect, errors.New("the server closed the connection")
 	}
@@ -526,7 +577,7 @@ func (e *Engine) exec(c redis.Conn, lc *liveConn, cmds []command) (outcome, erro
 	}
 	var queueErr error
 	for i := 0; i <= len(cmds); i++ { // MULTI's OK, then QUEUED per command
-		_, err := c.Receive()
+		_, err := redis.ReceiveContext(c, ctx)
 		var re redis.Error
 		if err != nil && !errors.As(err, &re) {
 			return e.afterExec(cmds, err)
@@ -538,7 +589,7 @@ func (e *Engine) exec(c redis.Conn, lc *liveConn, cmds []command) (outcome, erro
 			}
 		}
 	}
-	reply, err := c.Receive()
+	reply, err := redis.ReceiveContext(c, ctx)
 	var re redis.Error
 	switch {
 	case err != nil && !errors.As(err, &re):
@@ -576,6 +627,11 @@ func (e *Engine) afterExec(cmds []command, err error) (outcome, error) {
 // View runs fn with plain reads (no WATCH, no MULTI). Each read is
 // atomic on its own; MGet and HGetAll are single commands.
 func (e *Engine) View(ctx context.Context, fn func(tx kv.Tx) error) error {
+	return e.bounded(ctx, "read", func(ctx context.Context) error { return e.view(ctx, fn) })
+}
+
+func (e *Engine) view(ctx context.Context, fn func(tx kv.Tx) error) error {
+	start := time.Now()
 	for broken := 0; ; broken++ {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -583,11 +639,11 @@ func (e *Engine) View(ctx context.Context, fn func(tx kv.Tx) error) error {
 		c, _, err := e.get(ctx)
 		if err != nil {
 			out, err := borrowFailed(ctx, err)
-			if out == finished || broken >= connRetries {
+			if out == finished || broken >= connRetries || e.downBefore(start) {
 				return err
 			}
 			e.noteBroken(err)
-			if err := sleep(ctx, connBackoff(broken)); err != nil {
+			if err := retryWait(ctx, broken, err); err != nil {
 				return err
 			}
 			continue
@@ -599,9 +655,9 @@ func (e *Engine) View(ctx context.Context, fn func(tx kv.Tx) error) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if t.broken && broken < connRetries {
+		if t.broken && broken < connRetries && !e.downBefore(start) {
 			e.noteBroken(t.err)
-			if err := sleep(ctx, connBackoff(broken)); err != nil {
+			if err := retryWait(ctx, broken, t.err); err != nil {
 				return err
 			}
 			continue // fn has no effects: run it again
@@ -616,6 +672,16 @@ func (e *Engine) View(ctx context.Context, fn func(tx kv.Tx) error) error {
 // Incr is INCRBY. It is not retried once sent: a broken connection then
 // gives an error wrapping kv.ErrCommitUnknown.
 func (e *Engine) Incr(ctx context.Context, key string, delta int64) (int64, error) {
+	var n int64
+	err := e.bounded(ctx, "incrby", func(ctx context.Context) error {
+		var err error
+		n, err = e.incr(ctx, key, delta)
+		return err
+	})
+	return n, err
+}
+
+func (e *Engine) incr(ctx context.Context, key string, delta int64) (int64, error) {
 	c, _, err := e.get(ctx)
 	if err != nil {
 		return 0, err
@@ -651,22 +717,36 @@ func (e *Engine) Scan(ctx context.Context, prefix string, fn func(key string) bo
 	pattern := globEscape(e.tag+prefix) + "*"
 	cursor := "0"
 	broken := 0
+	start := time.Now()
+	var failedAt time.Time // first failure since the last answer
 	for {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		keys, next, err := e.scanStep(ctx, cursor, pattern)
+		var keys []string
+		var next string
+		err := e.bounded(ctx, "scan", func(ctx context.Context) error {
+			var err error
+			keys, next, err = e.scanStep(ctx, cursor, pattern)
+			return err
+		})
 		if err != nil {
-			if !isTransient(err) || ctx.Err() != nil || broken >= connRetries {
+			var terr *timeoutError
+			if !isTransient(err) || ctx.Err() != nil || broken >= connRetries || e.downBefore(start) ||
+				errors.As(err, &terr) || (!failedAt.IsZero() && time.Since(failedAt) > e.opts.OpTimeout) {
 				return fmt.Errorf("redis %s scan %q: %w", e.cfg.name(), prefix, err)
 			}
+			if failedAt.IsZero() {
+				failedAt = time.Now()
+			}
 			e.noteBroken(err)
-			if err := sleep(ctx, connBackoff(broken)); err != nil {
+			if err := retryWait(ctx, broken, err); err != nil {
 				return err
 			}
 			broken++
 			continue
 		}
+		failedAt = time.Time{}
 		for _, k := range keys {
 			if !strings.HasPrefix(k, e.tag) {
 				continue

@@ -8,7 +8,7 @@
 // New validates the Config and reads each volume's Secret keys from its
 // secretDir: metaurl (required), passphrase and google-credentials.json
 // (optional). Secrets are kept in Spec and never logged: Spec's LogValue
-// and RedactURL leave passwords out. Unknown mount options are logged and
+// and redact.URL leave passwords out. Unknown mount options are logged and
 // ignored, never fatal.
 //
 // # Memory: one budget

@@ -40,6 +40,7 @@ type mountFlags struct {
 	statusFile        string     // --status-file of --supervise
 	readAhead         string
 	passthrough       bool // --passthrough: file images read by the kernel directly
+	restricted        bool // --restricted (hidden; restricted.go)
 }
 
 func newMount(g *globals) *cobra.Command {
@@ -78,6 +79,7 @@ command line, which every process can read in /proc.`,
 	fl.StringVar(&f.metricsSocket, "metrics-socket", "", "serve Prometheus metrics (the volume's counters and FUSE operations) at /metrics on this unix socket")
 	addCacheFlags(cmd, &f.cache)
 	addSuperviseFlags(cmd, &f)
+	addRestrictedFlag(cmd, &f.restricted)
 	return cmd
 }
 
@@ -242,6 +244,7 @@ func (f *mountFlags) openVolume(ctx context.Context, g *globals, log *slog.Logge
 		Meta:            meta.Options{Logger: log, ReadOnly: f.readOnly},
 		Chunk:           chunk.Config{BufferSize: buf, UploadConcurrency: f.uploadConcurrency, CacheWrites: f.cache.writes},
 		Cache:           cacheCfg,
+		Restricted:      f.restricted,
 	})
 	if err != nil {
 		return nil, err

@@ -58,6 +58,9 @@ func workerArgs(g *globals, f *mountFlags, metaURL string) []string {
 	if f.metricsSocket != "" {
 		a = append(a, "--metrics-socket="+f.metricsSocket)
 	}
+	if f.restricted {
+		a = append(a, "--restricted")
+	}
 	// The worker's command line must not show a META_URL that came
 	// from a file.
 	if f.metaURLFile != "" {
@@ -177,6 +180,7 @@ func newWorker(g *globals) *cobra.Command {
 	fl.StringVar(&f.metaURLFile, "meta-url-file", "", "")
 	fl.StringVar(&f.metricsSocket, "metrics-socket", "", "")
 	addCacheFlags(cmd, &f.cache)
+	addRestrictedFlag(cmd, &f.restricted)
 	return cmd
 }
 

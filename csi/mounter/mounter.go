@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -23,6 +22,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/skiff-fs/skiff/csi/internal/mnt"
+	"github.com/skiff-fs/skiff/internal/redact"
 )
 
 // Config configures a Server. New validates it and fills in the defaults
@@ -81,27 +81,11 @@ func (r StageRequest) LogValue() slog.Value {
 	return slog.GroupValue(
 		slog.String("volumeID", r.VolumeID),
 		slog.String("path", r.Path),
-		slog.String("metaURL", RedactURL(r.MetaURL)),
+		slog.String("metaURL", redact.URL(r.MetaURL)),
 		slog.String("subdir", r.Subdir),
 		slog.Bool("readOnly", r.ReadOnly),
 		slog.Any("options", r.Options),
 	)
-}
-
-// RedactURL returns u without its password (and without any query
-// value, which may carry one).
-func RedactURL(u string) string {
-	p, err := url.Parse(u)
-	if err != nil {
-		return "<unparsable URL>"
-	}
-	if p.User != nil {
-		p.User = url.User(p.User.Username())
-	}
-	if p.RawQuery != "" {
-		p.RawQuery = "<redacted>"
-	}
-	return p.String()
 }
 
 // UnstageRequest asks for the volume on Path to be unmounted.
@@ -394,7 +378,7 @@ func (s *Server) start(ctx context.Context, v *vol, args []string, log *slog.Log
 			s.kill(c, v.req.Path)
 		}
 		msg := fmt.Sprintf(format, a...)
-		if t := redact(c.tail.String(), &v.req); t != "" {
+		if t := redactOutput(c.tail.String(), &v.req); t != "" {
 			msg += "; its output ends with: " + t
 		}
 		return nil, status.Error(code, msg)
@@ -415,19 +399,9 @@ func (s *Server) start(ctx context.Context, v *vol, args []string, log *slog.Log
 	}
 }
 
-// redact removes the request's secrets from s.
-func redact(s string, r *StageRequest) string {
-	for _, sec := range []string{r.MetaURL, r.Passphrase, r.GoogleCredentials} {
-		if sec != "" {
-			s = strings.ReplaceAll(s, sec, "<redacted>")
-		}
-	}
-	if p, err := url.Parse(r.MetaURL); err == nil && p.User != nil {
-		if pw, ok := p.User.Password(); ok && pw != "" {
-			s = strings.ReplaceAll(s, pw, "<redacted>")
-		}
-	}
-	return strings.TrimSpace(s)
+// redactOutput removes the request's secrets from a child's output.
+func redactOutput(s string, r *StageRequest) string {
+	return strings.TrimSpace(redact.Secrets(s, r.MetaURL, r.Passphrase, r.GoogleCredentials))
 }
 
 // kill ends c at once and detaches what it left mounted.
@@ -500,7 +474,7 @@ func (s *Server) keep(ctx context.Context, v *vol, c *child, log *slog.Logger) {
 				return
 			}
 			log.Error("the skiff client exited; starting it again", "pid", c.cmd.Process.Pid, "err", c.err,
-				"output", redact(c.tail.String(), &v.req), "backoff", backoff)
+				"output", redactOutput(c.tail.String(), &v.req), "backoff", backoff)
 			c = nil
 			s.mu.Lock()
 			v.pid = 0

@@ -57,7 +57,7 @@ func (d *Driver) openVolume(ctx context.Context, secrets map[string]string) (*vo
 		return nil, nil, status.Errorf(codes.InvalidArgument,
 			"the secret has no %q key: set csi.storage.k8s.io/provisioner-secret-name and -namespace in the StorageClass to the volume's Secret", contract.SecretKeyMetaURL)
 	}
-	cfg := volume.Config{MetaURL: metaURL, Passphrase: []byte(secrets[contract.SecretKeyPassphrase]), Logger: d.log}
+	cfg := volume.Config{MetaURL: metaURL, Passphrase: []byte(secrets[contract.SecretKeyPassphrase]), Logger: d.log, Restricted: !d.cfg.TrustInputs}
 	var credFile string
 	if c := secrets[contract.SecretKeyGoogleCredentials]; c != "" {
 		f, err := os.CreateTemp(d.cfg.TempDir, "skiff-csi-credentials-*.json")

@@ -69,6 +69,10 @@
 //
 // # Probes
 //
+// Bodies are "ok" or "not ready" / "not healthy", never the reason: the
+// port listens on the pod IP, where any pod may ask. The reason goes to
+// the log, once per change, with the volume's secrets removed.
+//
 // /readyz is 200 when every volume is mounted and statfs(2) on its mount
 // path reaches a FUSE file system within Config.ReadyTimeout (2 s). The
 // statfs runs in its own goroutine; a probe waits for it at most the

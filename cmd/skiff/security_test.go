@@ -45,13 +45,19 @@ func TestHostilePasswords(t *testing.T) {
 	testsecret.Check(t, "status output", out, pw)
 	raw := "redis://:" + pw + "@" + srv.Addr() + "/0"
 	if res := run(t, nil, "status", raw); res.err != nil {
-		if !hasEscape.MatchString(pw) || !strings.Contains(res.stderr, "percent-encode") {
+		// Refused for a bare '%', or a wrong password when '%XX' was
+		// read as an escape; anything else must have worked.
+		if !strings.Contains(res.stderr, "percent-encode") && !hasEscape.MatchString(pw) {
 			t.Errorf("status with the unescaped password: %v: %s", res.err, res.stderr)
 		}
 		testsecret.Check(t, "status error", res.stderr, pw)
 	}
 	mp := t.TempDir()
-	for range 4 {
+	n := 2
+	if testing.Short() {
+		n = 1
+	}
+	for range n {
 		wrong := testsecret.Password(r, 20+r.IntN(12))
 		for _, u := range []string{
 			"redis://:" + wrong + "@" + srv.Addr() + "/0",

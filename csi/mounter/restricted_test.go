@@ -33,12 +33,12 @@ func recordingSkiff(t *testing.T) (bin, argsFile string) {
 // stageFailing stages req on a new mounter (plain children) and returns
 // the error, the mounter's log, the children's output and their command
 // lines.
-func stageFailing(t *testing.T, req mounter.StageRequest, trust bool) (err error, logs, out, args string) {
+func stageFailing(t *testing.T, req mounter.StageRequest, trust, supervise bool) (err error, logs, out, args string) {
 	t.Helper()
 	dir := t.TempDir()
 	bin, argsFile := recordingSkiff(t)
 	var lb, ob syncbuf.Buffer
-	s, nerr := mounter.New(mounter.Config{Skiff: bin, StateDir: filepath.Join(dir, "state"), Output: &ob,
+	s, nerr := mounter.New(mounter.Config{Skiff: bin, Supervise: supervise, StateDir: filepath.Join(dir, "state"), Output: &ob,
 		StartTimeout: 20 * time.Second, StopTimeout: 5 * time.Second, TrustInputs: trust,
 		Logger: slog.New(slog.NewTextHandler(&lb, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 	if nerr != nil {
@@ -58,11 +58,13 @@ func stageFailing(t *testing.T, req mounter.StageRequest, trust bool) (err error
 }
 
 // TestStageRefusesBlockDevice: CSI staging of bolt:///dev/loopN fails,
-// restricted or trusted, and the device is not written.
+// restricted (plain or supervised: the worker gets --restricted too) or
+// trusted, and the device is not written.
 func TestStageRefusesBlockDevice(t *testing.T) {
 	dev := testloop.New(t)
-	for _, trust := range []bool{false, true} {
-		err, _, _, args := stageFailing(t, mounter.StageRequest{MetaURL: "bolt://" + dev.Path}, trust)
+	for _, c := range []struct{ trust, supervise bool }{{false, false}, {true, false}, {false, true}} {
+		trust := c.trust
+		err, _, _, args := stageFailing(t, mounter.StageRequest{MetaURL: "bolt://" + dev.Path}, trust, c.supervise)
 		want := "accept only redis://"
 		if trust {
 			want = "it is a device"
@@ -90,7 +92,7 @@ func TestStageHostilePasswords(t *testing.T) {
 	ln.Close()
 	for range 3 {
 		pw := testsecret.Password(r, 20+r.IntN(12))
-		err, logs, out, args := stageFailing(t, mounter.StageRequest{MetaURL: "redis://:" + pw + "@127.0.0.1:" + port + "/0", Passphrase: pw}, false)
+		err, logs, out, args := stageFailing(t, mounter.StageRequest{MetaURL: "redis://:" + pw + "@127.0.0.1:" + port + "/0", Passphrase: pw}, false, false)
 		if args == "" {
 			t.Fatal("no child was started")
 		}

@@ -5,13 +5,13 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/skiff-fs/skiff/internal/redact"
 	"github.com/skiff-fs/skiff/sidecar/contract"
 )
 
@@ -88,6 +88,14 @@ type Config struct {
 	Version string
 	// Logger receives the sidecar's log. Default: discard.
 	Logger *slog.Logger
+
+	// TrustInputs lifts the restrictions on what a volume's Secret may
+	// name (volume.Config.Restricted): bolt:// META_URLs, directory
+	// buckets, any GCS credentials. The sidecar runs privileged with a
+	// pod author's Secret as input, so the default, false, accepts only
+	// Redis META_URLs, gs:// buckets and restricted credentials. For
+	// tests and development only.
+	TrustInputs bool
 
 	// Mounter, if set, replaces the Mounter that Mode selects (tests).
 	Mounter Mounter
@@ -233,30 +241,12 @@ func (s *Spec) LogValue() slog.Value {
 	return slog.GroupValue(
 		slog.String("volume", s.Name),
 		slog.String("mountPath", s.MountPath),
-		slog.String("meta", RedactURL(s.MetaURL)),
+		slog.String("meta", redact.URL(s.MetaURL)),
 		slog.Bool("readOnly", s.ReadOnly),
 		slog.String("subdir", s.Subdir),
 		slog.Bool("encrypted", len(s.Passphrase) > 0),
 		slog.Int64("buffer", s.BufferSize),
 	)
-}
-
-// RedactURL returns u without its password (and without a query, which
-// could carry one), for logs.
-func RedactURL(u string) string {
-	p, err := url.Parse(u)
-	if err != nil {
-		return "<unparsable url>"
-	}
-	if p.User != nil {
-		if _, ok := p.User.Password(); ok {
-			p.User = url.UserPassword(p.User.Username(), "xxxxx")
-		}
-	}
-	if p.RawQuery != "" {
-		p.RawQuery = "..."
-	}
-	return p.String()
 }
 
 // readSecret reads key of dir; missing optional keys give "", nil.

@@ -144,22 +144,6 @@ func TestBudget(t *testing.T) {
 	}
 }
 
-func TestRedactURL(t *testing.T) {
-	for in, want := range map[string]string{
-		"redis://:pw@h:6379/1":          "redis://:xxxxx@h:6379/1",
-		"rediss://u:pw@h/1?prefix=a":    "rediss://u:xxxxx@h/1?...",
-		"bolt:///var/x.db":              "bolt:///var/x.db",
-		"redis+sentinel://h1,h2/m/1":    "redis+sentinel://h1,h2/m/1",
-		"redis://user@h:6379/0":         "redis://user@h:6379/0",
-		"%%%":                           "<unparsable url>",
-		"redis://u:p%40ss@h:6379/1?x=y": "redis://u:xxxxx@h:6379/1?...",
-	} {
-		if got := RedactURL(in); got != want {
-			t.Errorf("RedactURL(%q) = %q, want %q", in, got, want)
-		}
-	}
-}
-
 func TestParseMountinfo(t *testing.T) {
 	info := `22 1 0:21 / / rw,relatime shared:1 - ext4 /dev/vda rw
 36 22 0:31 / /tmp/x/skiff/data rw,nosuid,nodev,relatime shared:12 - fuse.skiff skiff:data rw,user_id=0,group_id=0,allow_other

@@ -8,7 +8,7 @@
 // New validates the Config and reads each volume's Secret keys from its
 // secretDir: metaurl (required), passphrase and google-credentials.json
 // (optional). Secrets are kept in Spec and never logged: Spec's LogValue
-// and RedactURL leave passwords out. Unknown mount options are logged and
+// and redact.URL leave passwords out. Unknown mount options are logged and
 // ignored, never fatal.
 //
 // # Memory: one budget
@@ -68,6 +68,10 @@
 // retried the same way, from 0.5 s to 30 s.
 //
 // # Probes
+//
+// Bodies are "ok" or "not ready" / "not healthy", never the reason: the
+// port listens on the pod IP, where any pod may ask. The reason goes to
+// the log, once per change, with the volume's secrets removed.
 //
 // /readyz is 200 when every volume is mounted and statfs(2) on its mount
 // path reaches a FUSE file system within Config.ReadyTimeout (2 s). The

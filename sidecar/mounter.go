@@ -54,6 +54,9 @@ type Direct struct {
 	Logger  *slog.Logger
 	// Ops, if set, records every FUSE operation of the mounts.
 	Ops *telemetry.FuseOps
+	// TrustInputs opens volumes unrestricted (Config.TrustInputs).
+	// Default false: volume.Config.Restricted.
+	TrustInputs bool
 }
 
 // Mount implements Mounter.
@@ -79,6 +82,7 @@ func (d Direct) Mount(ctx context.Context, s *Spec) (Mounted, error) {
 		Meta:            meta.Options{Logger: log, ReadOnly: s.ReadOnly},
 		Chunk:           chunk.Config{BufferSize: s.BufferSize, UploadConcurrency: s.UploadConcurrency, CacheWrites: s.CacheWrites},
 		Cache:           cc,
+		Restricted:      !d.TrustInputs,
 	})
 	if err != nil {
 		return nil, err

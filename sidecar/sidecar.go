@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sys/unix"
 
+	"github.com/skiff-fs/skiff/internal/redact"
 	"github.com/skiff-fs/skiff/sidecar/telemetry"
 )
 
@@ -77,9 +78,9 @@ func New(cfg Config) (*Sidecar, error) {
 	case cfg.Mounter != nil:
 		s.mounter = cfg.Mounter
 	case cfg.Mode == ModeSupervised:
-		s.mounter = Supervised{Binary: cfg.SkiffBinary, WorkerBinary: cfg.WorkerBinary, RunDir: cfg.StageDir, Logger: cfg.Logger}
+		s.mounter = Supervised{Binary: cfg.SkiffBinary, WorkerBinary: cfg.WorkerBinary, RunDir: cfg.StageDir, Logger: cfg.Logger, TrustInputs: cfg.TrustInputs}
 	default:
-		s.mounter = Direct{Version: cfg.Version, Logger: cfg.Logger, Ops: s.fuseOps}
+		s.mounter = Direct{Version: cfg.Version, Logger: cfg.Logger, Ops: s.fuseOps, TrustInputs: cfg.TrustInputs}
 	}
 	for _, sp := range specs {
 		if len(sp.Ignored) > 0 {
@@ -257,6 +258,7 @@ func (s *Sidecar) mountOnce(ctx context.Context, vs *volState, log *slog.Logger)
 			return m, nil
 		}
 	}
+	err = redactErr(err, vs.spec)
 	vs.mu.Lock()
 	vs.mu.lastErr = err
 	vs.mu.Unlock()
@@ -498,4 +500,28 @@ func (s *Sidecar) Upgrade(ctx context.Context) error {
 	}
 	wg.Wait()
 	return errors.Join(errs...)
+}
+
+// redactedError is an error whose text has the volume's secrets removed;
+// errors.Is and As still see the original.
+type redactedError struct {
+	msg string
+	err error
+}
+
+func (e *redactedError) Error() string { return e.msg }
+func (e *redactedError) Unwrap() error { return e.err }
+
+// redactErr removes spec's META_URL, its password and the passphrase
+// from err's text: the error goes to the log, whose tail becomes the
+// container's termination message.
+func redactErr(err error, spec *Spec) error {
+	if err == nil {
+		return nil
+	}
+	msg := redact.Secrets(err.Error(), spec.MetaURL, string(spec.Passphrase))
+	if msg == err.Error() {
+		return err
+	}
+	return &redactedError{msg: msg, err: err}
 }

@@ -47,6 +47,9 @@ type Supervised struct {
 	Logger *slog.Logger
 	// StartTimeout bounds the wait for the mount. Default 1 min.
 	StartTimeout time.Duration
+	// TrustInputs leaves out skiff mount's --restricted
+	// (Config.TrustInputs). Default false: the mount is restricted.
+	TrustInputs bool
 }
 
 func (m Supervised) statusFile(s *Spec) string {
@@ -85,6 +88,9 @@ func (m Supervised) Args(s *Spec) ([]string, error) {
 		"--upload-concurrency=" + strconv.Itoa(s.UploadConcurrency),
 		"--debug=" + strconv.FormatBool(s.Debug),
 		"--cache-writes=" + strconv.FormatBool(s.CacheWrites),
+	}
+	if !m.TrustInputs {
+		a = append(a, "--restricted")
 	}
 	if s.CacheDir != "" {
 		a = append(a, "--cache-dir="+s.CacheDir, "--cache-size="+strconv.FormatInt(s.CacheSize, 10),

@@ -26,6 +26,7 @@ func TestSupervisedArgs(t *testing.T) {
 		"--worker-binary=/shared/skiff",
 		"--status-file=/run/skiff/stage/data.status",
 		"--metrics-socket=/run/skiff/stage/data.metrics",
+		"--restricted",
 	} {
 		if !strings.Contains(line, want) {
 			t.Errorf("args lack %s: %s", want, line)
@@ -33,6 +34,10 @@ func TestSupervisedArgs(t *testing.T) {
 	}
 	if args[len(args)-1] != s.MountPath {
 		t.Errorf("the last argument is %q, want the mount path", args[len(args)-1])
+	}
+
+	if line, _ := (Supervised{Binary: "skiff", TrustInputs: true}).Args(s); strings.Contains(strings.Join(line, " "), "--restricted") {
+		t.Errorf("TrustInputs args hold --restricted: %s", line)
 	}
 
 	noFile := *s

@@ -65,7 +65,7 @@ func signalContext() (context.Context, context.CancelFunc) {
 func newRoot() *cobra.Command {
 	var (
 		endpoint, nodeID, mode, mounterSocket, name string
-		verbose                                     bool
+		verbose, trust                              bool
 	)
 	cmd := &cobra.Command{
 		Use:           "skiff-csi --endpoint unix://PATH [--nodeid NODE] [--mode node|controller|all]",
@@ -75,7 +75,7 @@ func newRoot() *cobra.Command {
 		SilenceErrors: true,
 		Args:          cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg := driver.Config{Name: name, Version: version, NodeID: nodeID, MounterSocket: mounterSocket, Logger: logger(verbose)}
+			cfg := driver.Config{Name: name, Version: version, NodeID: nodeID, MounterSocket: mounterSocket, Logger: logger(verbose), TrustInputs: trust}
 			switch mode {
 			case "node":
 				cfg.Node = true
@@ -106,6 +106,7 @@ func newRoot() *cobra.Command {
 	fl.StringVar(&mounterSocket, "mounter-socket", defaultMounterSocket, "unix socket of skiff-csi mounter")
 	fl.StringVar(&name, "driver-name", contract.DriverName, "CSI driver name")
 	fl.BoolVarP(&verbose, "verbose", "v", false, "log every call (secrets stripped)")
+	fl.BoolVar(&trust, "trust-inputs", false, "open volumes without the restrictions on what a Secret may name (bolt://, directory buckets, any GCS credentials): tests and development only")
 	cmd.AddCommand(newMounter(), newProbe())
 	return cmd
 }
@@ -143,6 +144,7 @@ func newMounter() *cobra.Command {
 		socket, skiff, stateDir string
 		handOffDir              string
 		supervise, verbose      bool
+		trust                   bool
 		startTimeout, stopTime  time.Duration
 	)
 	cmd := &cobra.Command{
@@ -160,7 +162,7 @@ func newMounter() *cobra.Command {
 			log := logger(verbose)
 			s, err := mounter.New(mounter.Config{
 				Skiff: skiff, Supervise: supervise, StateDir: stateDir, HandOffDir: handOffDir,
-				StartTimeout: startTimeout, StopTimeout: stopTime, Logger: log,
+				StartTimeout: startTimeout, StopTimeout: stopTime, Logger: log, TrustInputs: trust,
 			})
 			if err != nil {
 				return err
@@ -204,5 +206,6 @@ func newMounter() *cobra.Command {
 	fl.DurationVar(&startTimeout, "start-timeout", time.Minute, "how long a volume's client may take to mount")
 	fl.DurationVar(&stopTime, "stop-timeout", 30*time.Second, "how long a volume's client may take to flush and unmount before it is killed")
 	fl.BoolVarP(&verbose, "verbose", "v", false, "debug logging")
+	fl.BoolVar(&trust, "trust-inputs", false, "mount volumes without the restrictions on what a Secret may name (bolt://, directory buckets, any GCS credentials): tests and development only")
 	return cmd
 }

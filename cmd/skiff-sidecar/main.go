@@ -53,6 +53,7 @@ type flags struct {
 	workerBinary      string
 	stageDir          string
 	verbose           bool
+	trustInputs       bool
 }
 
 func envOr(key, def string) string {
@@ -113,6 +114,7 @@ SIGUSR2 upgrades every worker in place to the binary at --worker-binary.`,
 	fl.StringVar(&f.workerBinary, "worker-binary", os.Getenv("SKIFF_WORKER_BINARY"), "the binary supervised mounts run as their worker, read again on SIGUSR2: deliver a new skiff binary here (by rename) and send SIGUSR2 to upgrade every worker in place (default: --skiff-binary) ($SKIFF_WORKER_BINARY)")
 	fl.StringVar(&f.stageDir, "stage-dir", envOr("SKIFF_STAGE_DIR", "/run/skiff/stage"), "staging mount points, for mounting over a dead mount after a container restart ($SKIFF_STAGE_DIR)")
 	fl.BoolVarP(&f.verbose, "verbose", "v", false, "log debug messages")
+	fl.BoolVar(&f.trustInputs, "trust-inputs", os.Getenv("SKIFF_TRUST_INPUTS") == "true", "mount volumes without the restrictions on what a Secret may name (bolt://, directory buckets, any GCS credentials): tests and development only ($SKIFF_TRUST_INPUTS)")
 	root.AddCommand(newProbe())
 	return root
 }
@@ -137,6 +139,7 @@ func run(f *flags) error {
 		SkiffBinary:       f.skiffBinary,
 		WorkerBinary:      f.workerBinary,
 		StageDir:          f.stageDir,
+		TrustInputs:       f.trustInputs,
 		Version:           version,
 		Logger:            log,
 		// The runtime applies GOMEMLIMIT itself; the sidecar sizes its

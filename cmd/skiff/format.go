@@ -7,6 +7,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/skiff-fs/skiff/fsclient/volume"
+	"github.com/skiff-fs/skiff/internal/redact"
 )
 
 func newFormat(g *globals) *cobra.Command {
@@ -45,7 +46,7 @@ volumes may omit it and keep blocks in a directory beside the metadata file.`,
 				enc = f.Encryption.Cipher
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "formatted volume %q (uuid %s)\n  metadata: %s\n  bucket:   %s\n  block size %s, compression %s, encryption %s\n",
-				f.Name, f.UUID, redact(fc.MetaURL), f.Bucket, humanBytes(int64(f.BlockSize)), f.Compression, enc)
+				f.Name, f.UUID, redact.URL(fc.MetaURL), f.Bucket, humanBytes(int64(f.BlockSize)), f.Compression, enc)
 			return nil
 		},
 	}

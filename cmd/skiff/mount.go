@@ -41,6 +41,7 @@ type mountFlags struct {
 	statusFile        string     // --status-file of --supervise
 	readAhead         string
 	passthrough       bool // --passthrough: file images read by the kernel directly
+	restricted        bool // --restricted (hidden; restricted.go)
 
 	metaTimeout time.Duration // --meta-timeout (addMetaTimeoutFlag)
 }
@@ -88,6 +89,7 @@ command line, which every process can read in /proc.`,
 	addCacheFlags(cmd, &f.cache)
 	addSuperviseFlags(cmd, &f)
 	addMetaTimeoutFlag(cmd, &f)
+	addRestrictedFlag(cmd, &f.restricted)
 	return cmd
 }
 
@@ -255,6 +257,7 @@ func (f *mountFlags) openVolume(ctx context.Context, g *globals, log *slog.Logge
 		Meta:            meta.Options{Logger: log, ReadOnly: f.readOnly, OpTimeout: f.metaTimeout},
 		Chunk:           chunk.Config{BufferSize: buf, UploadConcurrency: f.uploadConcurrency, CacheWrites: f.cache.writes},
 		Cache:           cacheCfg,
+		Restricted:      f.restricted,
 	})
 	if err != nil {
 		return nil, err

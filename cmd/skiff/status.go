@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"net/url"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -13,18 +12,6 @@ import (
 	"github.com/skiff-fs/skiff/fsclient/meta"
 	"github.com/skiff-fs/skiff/fsclient/volume"
 )
-
-// redact removes a password from a URL for display.
-func redact(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil || u.User == nil {
-		return raw
-	}
-	if _, ok := u.User.Password(); ok {
-		u.User = url.UserPassword(u.User.Username(), "xxxxx")
-	}
-	return u.String()
-}
 
 // open opens the volume named by metaURL for a command.
 func (g *globals) open(ctx context.Context, metaURL string) (*volume.Volume, error) {

@@ -59,6 +59,9 @@ func workerArgs(g *globals, f *mountFlags, metaURL string) []string {
 	if f.metricsSocket != "" {
 		a = append(a, "--metrics-socket="+f.metricsSocket)
 	}
+	if f.restricted {
+		a = append(a, "--restricted")
+	}
 	// The worker's command line must not show a META_URL that came
 	// from a file.
 	if f.metaURLFile != "" {
@@ -179,6 +182,7 @@ func newWorker(g *globals) *cobra.Command {
 	fl.StringVar(&f.metricsSocket, "metrics-socket", "", "")
 	addCacheFlags(cmd, &f.cache)
 	addMetaTimeoutFlag(cmd, &f)
+	addRestrictedFlag(cmd, &f.restricted)
 	return cmd
 }
 

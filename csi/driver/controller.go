@@ -13,9 +13,9 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/skiff-fs/skiff/csi/mounter"
 	"github.com/skiff-fs/skiff/fsclient/meta"
 	"github.com/skiff-fs/skiff/fsclient/volume"
+	"github.com/skiff-fs/skiff/internal/redact"
 	"github.com/skiff-fs/skiff/sidecar/contract"
 )
 
@@ -57,7 +57,7 @@ func (d *Driver) openVolume(ctx context.Context, secrets map[string]string) (*vo
 		return nil, nil, status.Errorf(codes.InvalidArgument,
 			"the secret has no %q key: set csi.storage.k8s.io/provisioner-secret-name and -namespace in the StorageClass to the volume's Secret", contract.SecretKeyMetaURL)
 	}
-	cfg := volume.Config{MetaURL: metaURL, Passphrase: []byte(secrets[contract.SecretKeyPassphrase]), Logger: d.log}
+	cfg := volume.Config{MetaURL: metaURL, Passphrase: []byte(secrets[contract.SecretKeyPassphrase]), Logger: d.log, Restricted: !d.cfg.TrustInputs}
 	var credFile string
 	if c := secrets[contract.SecretKeyGoogleCredentials]; c != "" {
 		f, err := os.CreateTemp(d.cfg.TempDir, "skiff-csi-credentials-*.json")
@@ -80,7 +80,7 @@ func (d *Driver) openVolume(ctx context.Context, secrets map[string]string) (*vo
 		if credFile != "" {
 			os.Remove(credFile)
 		}
-		return nil, nil, status.Errorf(codes.Unavailable, "open the volume at %s: %v", mounter.RedactURL(metaURL), err)
+		return nil, nil, status.Errorf(codes.Unavailable, "open the volume at %s: %v", redact.URL(metaURL), err)
 	}
 	return v, func() {
 		if err := v.Close(context.WithoutCancel(ctx)); err != nil {

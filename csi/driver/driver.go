@@ -44,6 +44,10 @@ type Config struct {
 	// Logger gets the driver's log; requests are logged with their
 	// secrets stripped. Default: discard.
 	Logger *slog.Logger
+	// TrustInputs lets the controller open volumes unrestricted
+	// (volume.Config.Restricted): bolt:// META_URLs, directory buckets,
+	// any GCS credentials. For tests and development only. Default false.
+	TrustInputs bool
 }
 
 // Driver implements the CSI Identity, Node and Controller services.

@@ -79,12 +79,15 @@
 // # Secrets
 //
 // A StageRequest carries the volume's META_URL, and may carry its
-// passphrase and GCS credentials. Passphrase and credentials are written
-// to files readable only by root under Config.StateDir (a tmpfs in the
-// pod) and passed by path; they are removed on Unstage. The META_URL is
-// an argument of the child (skiff mount takes it only there), so it is
-// visible in /proc to processes of the mounter's PID namespace; nothing
-// else runs there. Logs show META_URLs with their passwords removed.
+// passphrase and GCS credentials. All three are written to files readable
+// only by root under Config.StateDir (a tmpfs in the pod) and passed by
+// path (--meta-url-file, --passphrase-file, --google-credentials), never
+// on a command line; they live while the volume is staged (a restarted
+// child or supervised worker reads them again) and are removed on
+// Unstage and when staging fails. Children run with --restricted unless
+// Config.TrustInputs (volume.Config.Restricted). Logs show META_URLs
+// redacted (package internal/redact), and a child's output quoted in an
+// error or log has the request's secrets removed.
 //
 // # Locking
 //

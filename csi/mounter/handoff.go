@@ -239,7 +239,7 @@ func (s *Server) adoptOne(ctx context.Context, old *Client, hv HandOffVolume) er
 	if err := old.do(wctx, http.MethodPost, "/v1/handoff/wait", waitRequest{Path: req.Path}, &struct{}{}); err != nil {
 		_ = c.cmd.Process.Kill()
 		<-c.done
-		if t := redact(c.tail.String(), &v.req); t != "" {
+		if t := redactOutput(c.tail.String(), &v.req); t != "" {
 			err = fmt.Errorf("%w; the adopting client's output ends with: %s", err, t)
 		}
 		return fail(err)

@@ -97,7 +97,7 @@ func TestUpgradeHandsOverMounts(t *testing.T) {
 	newServer := func(version, state string) *mounter.Server {
 		s, err := mounter.New(mounter.Config{
 			Skiff: versionedSkiff(t, version), Supervise: true, HandOffDir: handOff,
-			StateDir: filepath.Join(dir, state), Output: out, StopTimeout: 20 * time.Second,
+			StateDir: filepath.Join(dir, state), Output: out, StopTimeout: 20 * time.Second, TrustInputs: true,
 		})
 		if err != nil {
 			t.Fatal(err)

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -23,6 +22,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/skiff-fs/skiff/csi/internal/mnt"
+	"github.com/skiff-fs/skiff/internal/redact"
 )
 
 // Config configures a Server. New validates it and fills in the defaults
@@ -52,6 +52,12 @@ type Config struct {
 	Output io.Writer
 	// Logger gets the mounter's log. Default: discard.
 	Logger *slog.Logger
+	// TrustInputs leaves out skiff mount's --restricted, which otherwise
+	// limits what a volume's Secret may name (volume.Config.Restricted:
+	// Redis META_URLs, gs:// buckets, restricted GCS credentials): the
+	// mounter runs as root on the node with a pod author's Secret as
+	// input. For tests and development only. Default false.
+	TrustInputs bool
 }
 
 // StageRequest asks for a volume to be mounted on Path.
@@ -81,27 +87,11 @@ func (r StageRequest) LogValue() slog.Value {
 	return slog.GroupValue(
 		slog.String("volumeID", r.VolumeID),
 		slog.String("path", r.Path),
-		slog.String("metaURL", RedactURL(r.MetaURL)),
+		slog.String("metaURL", redact.URL(r.MetaURL)),
 		slog.String("subdir", r.Subdir),
 		slog.Bool("readOnly", r.ReadOnly),
 		slog.Any("options", r.Options),
 	)
-}
-
-// RedactURL returns u without its password (and without any query
-// value, which may carry one).
-func RedactURL(u string) string {
-	p, err := url.Parse(u)
-	if err != nil {
-		return "<unparsable URL>"
-	}
-	if p.User != nil {
-		p.User = url.User(p.User.Username())
-	}
-	if p.RawQuery != "" {
-		p.RawQuery = "<redacted>"
-	}
-	return p.String()
 }
 
 // UnstageRequest asks for the volume on Path to be unmounted.
@@ -268,23 +258,23 @@ func (s *Server) first(ctx context.Context, v *vol, log *slog.Logger, adopt stri
 		v.files = append(v.files, p)
 		return p, os.WriteFile(p, []byte(val), 0o600)
 	}
-	var extra []string
+	// The META_URL too goes in a file: a command line is readable by
+	// every process of the node in /proc.
+	if _, err := write("metaurl", v.req.MetaURL); err != nil {
+		return nil, status.Errorf(codes.Internal, "write the META_URL file: %v", err)
+	}
 	if v.req.Passphrase != "" {
-		p, err := write("passphrase", v.req.Passphrase)
-		if err != nil {
+		if _, err := write("passphrase", v.req.Passphrase); err != nil {
 			return nil, status.Errorf(codes.Internal, "write the passphrase file: %v", err)
 		}
-		extra = append(extra, "--passphrase-file="+p)
 	}
 	if v.req.GoogleCredentials != "" {
-		p, err := write("google-credentials.json", v.req.GoogleCredentials)
-		if err != nil {
+		if _, err := write("google-credentials.json", v.req.GoogleCredentials); err != nil {
 			return nil, status.Errorf(codes.Internal, "write the credentials file: %v", err)
 		}
-		extra = append(extra, "--google-credentials="+p)
 	}
 	v.files = append(v.files, dir)
-	extra = append(extra, s.handOffArgs(v)...)
+	extra := s.childArgs(v)
 	if adopt != "" {
 		extra = append(extra, "--adopt="+adopt)
 	}
@@ -311,7 +301,8 @@ func (s *Server) first(ctx context.Context, v *vol, log *slog.Logger, adopt stri
 }
 
 // Args are the arguments of the skiff child for r: `mount [--supervise]
-// flags... META_URL PATH`. Options map to flags: ro, attr-timeout,
+// flags... PATH`; the META_URL is never among them: extra names the file
+// that holds it (--meta-url-file). Options map to flags: ro, attr-timeout,
 // entry-timeout, dir-entry-timeout, buffer-size, upload-concurrency and
 // debug (either spelling, - or _); the others are returned as ignored.
 func Args(supervise bool, r *StageRequest, extra []string) (args, ignored []string) {
@@ -346,7 +337,7 @@ func Args(supervise bool, r *StageRequest, extra []string) (args, ignored []stri
 	args = append(args, "--allow-other=true", "--read-only="+strconv.FormatBool(ro), "--subdir="+r.Subdir)
 	args = append(args, opts...)
 	args = append(args, extra...)
-	return append(args, r.MetaURL, r.Path), ignored
+	return append(args, r.Path), ignored
 }
 
 // child is one running skiff process.
@@ -394,7 +385,7 @@ func (s *Server) start(ctx context.Context, v *vol, args []string, log *slog.Log
 			s.kill(c, v.req.Path)
 		}
 		msg := fmt.Sprintf(format, a...)
-		if t := redact(c.tail.String(), &v.req); t != "" {
+		if t := redactOutput(c.tail.String(), &v.req); t != "" {
 			msg += "; its output ends with: " + t
 		}
 		return nil, status.Error(code, msg)
@@ -415,19 +406,9 @@ func (s *Server) start(ctx context.Context, v *vol, args []string, log *slog.Log
 	}
 }
 
-// redact removes the request's secrets from s.
-func redact(s string, r *StageRequest) string {
-	for _, sec := range []string{r.MetaURL, r.Passphrase, r.GoogleCredentials} {
-		if sec != "" {
-			s = strings.ReplaceAll(s, sec, "<redacted>")
-		}
-	}
-	if p, err := url.Parse(r.MetaURL); err == nil && p.User != nil {
-		if pw, ok := p.User.Password(); ok && pw != "" {
-			s = strings.ReplaceAll(s, pw, "<redacted>")
-		}
-	}
-	return strings.TrimSpace(s)
+// redactOutput removes the request's secrets from a child's output.
+func redactOutput(s string, r *StageRequest) string {
+	return strings.TrimSpace(redact.Secrets(s, r.MetaURL, r.Passphrase, r.GoogleCredentials))
 }
 
 // kill ends c at once and detaches what it left mounted.
@@ -468,7 +449,7 @@ func (s *Server) keep(ctx context.Context, v *vol, c *child, log *slog.Logger) {
 	defer close(v.done)
 	const minBackoff, maxBackoff = 500 * time.Millisecond, 30 * time.Second
 	backoff := minBackoff
-	args, _ := Args(s.cfg.Supervise, &v.req, append(extraArgs(v), s.handOffArgs(v)...))
+	args, _ := Args(s.cfg.Supervise, &v.req, s.childArgs(v))
 	var retry <-chan time.Time
 	for {
 		var exited chan struct{}
@@ -500,7 +481,7 @@ func (s *Server) keep(ctx context.Context, v *vol, c *child, log *slog.Logger) {
 				return
 			}
 			log.Error("the skiff client exited; starting it again", "pid", c.cmd.Process.Pid, "err", c.err,
-				"output", redact(c.tail.String(), &v.req), "backoff", backoff)
+				"output", redactOutput(c.tail.String(), &v.req), "backoff", backoff)
 			c = nil
 			s.mu.Lock()
 			v.pid = 0
@@ -523,18 +504,25 @@ func (s *Server) keep(ctx context.Context, v *vol, c *child, log *slog.Logger) {
 	}
 }
 
-// extraArgs are the secret-file flags of v's first start.
-func extraArgs(v *vol) []string {
+// childArgs are the flags of v's child besides those of its request:
+// the secret files that first wrote, --restricted unless
+// Config.TrustInputs, and the hand-off's.
+func (s *Server) childArgs(v *vol) []string {
 	var a []string
 	for _, f := range v.files {
 		switch filepath.Base(f) {
+		case "metaurl":
+			a = append(a, "--meta-url-file="+f)
 		case "passphrase":
 			a = append(a, "--passphrase-file="+f)
 		case "google-credentials.json":
 			a = append(a, "--google-credentials="+f)
 		}
 	}
-	return a
+	if !s.cfg.TrustInputs {
+		a = append(a, "--restricted")
+	}
+	return append(a, s.handOffArgs(v)...)
 }
 
 func (s *Server) removeFiles(v *vol) {

@@ -30,7 +30,7 @@ func TestArgs(t *testing.T) {
 	}
 	args, ignored := mounter.Args(true, r, []string{"--passphrase-file=/p"})
 	want := []string{"mount", "--supervise", "--allow-other=true", "--read-only=true", "--subdir=a/b",
-		"--attr-timeout=5s", "--buffer-size=64M", "--debug=true", "--passphrase-file=/p", "redis://:pw@r/1", "/stage"}
+		"--attr-timeout=5s", "--buffer-size=64M", "--debug=true", "--passphrase-file=/p", "/stage"}
 	if d := cmp.Diff(want, args); d != "" {
 		t.Errorf("args (-want +got):\n%s", d)
 	}
@@ -40,21 +40,6 @@ func TestArgs(t *testing.T) {
 	args, _ = mounter.Args(false, &mounter.StageRequest{MetaURL: "m", Path: "/p"}, nil)
 	if slices.Contains(args, "--supervise") || !slices.Contains(args, "--read-only=false") {
 		t.Errorf("plain mount args: %v", args)
-	}
-}
-
-func TestRedactURL(t *testing.T) {
-	for _, in := range []string{
-		"redis://user:pw@host:6379/1",
-		"redis://:pw@host/1?prefix=a",
-		"rediss://h:1/2?password=pw",
-	} {
-		if got := mounter.RedactURL(in); strings.Contains(got, "pw") {
-			t.Errorf("RedactURL(%q) = %q shows the secret", in, got)
-		}
-	}
-	if got := mounter.RedactURL("bolt:///var/lib/skiff/meta.db"); got != "bolt:///var/lib/skiff/meta.db" {
-		t.Errorf("RedactURL of a URL without secrets: %q", got)
 	}
 }
 
@@ -100,7 +85,7 @@ func TestPlainMountRestarted(t *testing.T) {
 		t.Fatal(err)
 	}
 	out := &syncbuf.Buffer{}
-	s, err := mounter.New(mounter.Config{Skiff: skiffBinary(t), StateDir: filepath.Join(dir, "state"), Output: out, StopTimeout: 20 * time.Second})
+	s, err := mounter.New(mounter.Config{Skiff: skiffBinary(t), StateDir: filepath.Join(dir, "state"), Output: out, StopTimeout: 20 * time.Second, TrustInputs: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -139,9 +124,11 @@ func TestPlainMountRestarted(t *testing.T) {
 	if _, err := c.Stage(ctx, other); status.Code(err) != codes.AlreadyExists {
 		t.Fatalf("stage with other settings: %v, want AlreadyExists", err)
 	}
-	// The passphrase reaches the child as a file, never as an argument.
+	// The passphrase and the META_URL reach the child as files, never as
+	// arguments.
 	cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", v.PID))
-	if strings.Contains(string(cmdline), "not-needed") || !strings.Contains(string(cmdline), "--passphrase-file=") {
+	if strings.Contains(string(cmdline), "not-needed") || !strings.Contains(string(cmdline), "--passphrase-file=") ||
+		strings.Contains(string(cmdline), metaURL) || !strings.Contains(string(cmdline), "--meta-url-file=") {
 		t.Errorf("child command line: %q", cmdline)
 	}
 

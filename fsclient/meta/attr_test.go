@@ -86,7 +86,4 @@ func TestKeys(t *testing.T) {
 			t.Errorf("parseInoKey(%q) accepted", k)
 		}
 	}
-	if got := redactURL("redis://u:pw@h:1/2"); got != "redis://***@h:1/2" {
-		t.Errorf("redactURL = %q", got)
-	}
 }

@@ -8,7 +8,25 @@ import (
 	"github.com/skiff-fs/skiff/fsclient/meta/bolt"
 	"github.com/skiff-fs/skiff/fsclient/meta/kv"
 	"github.com/skiff-fs/skiff/fsclient/meta/redis"
+	"github.com/skiff-fs/skiff/internal/redact"
 )
+
+// RestrictedSchemes are the META_URL schemes CheckRestricted accepts.
+var RestrictedSchemes = []string{"redis", "rediss", "redis+sentinel"}
+
+// CheckRestricted refuses a META_URL that a privileged process (the
+// sidecar, the CSI plugin) must not open: anything but a Redis server. An
+// embedded bolt:// file would be opened, and written, as root on the
+// node's or the pod's file system at a path the Secret's author chose.
+func CheckRestricted(url string) error {
+	scheme, _, _ := strings.Cut(url, "://")
+	for _, s := range RestrictedSchemes {
+		if strings.EqualFold(scheme, s) {
+			return nil
+		}
+	}
+	return fmt.Errorf("META_URL %s refused: privileged skiff components accept only redis://, rediss:// and redis+sentinel:// (bolt:// and other engines only for trusted inputs)", redact.URL(url))
+}
 
 // Open opens the volume named by a META_URL: redis://, rediss:// and
 // redis+sentinel:// for Redis, bolt://PATH for the embedded engine. The
@@ -16,7 +34,7 @@ import (
 func Open(ctx context.Context, url string, opts Options) (*Meta, error) {
 	scheme, _, ok := strings.Cut(url, "://")
 	if !ok {
-		return nil, fmt.Errorf("META_URL %q has no scheme: use redis://host:port/db, rediss://..., redis+sentinel://... or bolt:///path/to/volume.db", redactURL(url))
+		return nil, fmt.Errorf("META_URL %q has no scheme: use redis://host:port/db, rediss://..., redis+sentinel://... or bolt:///path/to/volume.db", redact.URL(url))
 	}
 	var e kv.Engine
 	var err error
@@ -34,23 +52,4 @@ func Open(ctx context.Context, url string, opts Options) (*Meta, error) {
 	m := New(e, opts)
 	m.ownEngine = true
 	return m, nil
-}
-
-// redactURL hides user information in a URL for messages.
-func redactURL(s string) string {
-	scheme, rest, ok := strings.Cut(s, "://")
-	if !ok {
-		if i := strings.LastIndex(s, "@"); i >= 0 {
-			return "***@" + s[i+1:]
-		}
-		return s
-	}
-	host := rest
-	if i := strings.IndexAny(rest, "/?"); i >= 0 {
-		host = rest[:i]
-	}
-	if i := strings.LastIndex(host, "@"); i >= 0 {
-		rest = "***" + rest[i:]
-	}
-	return scheme + "://" + rest
 }

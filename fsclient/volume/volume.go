@@ -49,6 +49,13 @@ type Config struct {
 	// bucket's high-water mark (a rolled-back engine), raise the counter
 	// past the mark instead of refusing to open (fsck --repair-ids).
 	RepairSliceIDs bool
+	// Restricted is for privileged callers (the sidecar, the CSI plugin)
+	// whose META_URL and credentials come from a pod author: only Redis
+	// META_URLs (meta.CheckRestricted), only gs:// buckets (a file://
+	// bucket recorded in a pod author's Redis would have root write where
+	// that author says) and restricted GCS credentials
+	// (gcs.CheckCredentials). Default false.
+	Restricted bool
 }
 
 // Volume is an opened volume: its metadata client, its settings, its object
@@ -72,6 +79,11 @@ func Open(ctx context.Context, cfg Config) (*Volume, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	if cfg.Restricted {
+		if err := meta.CheckRestricted(cfg.MetaURL); err != nil {
+			return nil, err
+		}
+	}
 	im := &idMark{window: markWindowBatches * uint64(max(cfg.Meta.IDBatch, 1000))}
 	if cfg.Meta.OnSliceIDs == nil {
 		cfg.Meta.OnSliceIDs = im.advance
@@ -85,7 +97,7 @@ func Open(ctx context.Context, cfg Config) (*Volume, error) {
 		m.Close(ctx)
 		return nil, err
 	}
-	objs, err := openBucket(ctx, f.Bucket, f.Name, cfg.CredentialsFile)
+	objs, err := openBucket(ctx, f.Bucket, f.Name, cfg.CredentialsFile, cfg.Restricted)
 	if err != nil {
 		m.Close(ctx)
 		return nil, err
@@ -230,7 +242,7 @@ func Create(ctx context.Context, fc FormatConfig) (*format.Format, error) {
 		}
 		f.Encryption = sealed
 	}
-	objs, err := openBucket(ctx, f.Bucket, f.Name, fc.CredentialsFile)
+	objs, err := openBucket(ctx, f.Bucket, f.Name, fc.CredentialsFile, false)
 	if err != nil {
 		return nil, err
 	}
@@ -325,10 +337,16 @@ func newUUID() string {
 
 // openBucket opens the bucket URL and scopes it to the volume's name, so
 // several volumes can share one bucket.
-func openBucket(ctx context.Context, bucketURL, name, credentials string) (object.Store, error) {
+func openBucket(ctx context.Context, bucketURL, name, credentials string, restricted bool) (object.Store, error) {
 	var opts []stores.Option
 	if credentials != "" {
 		opts = append(opts, stores.WithCredentialsFile(credentials))
+	}
+	if restricted {
+		if loc, err := stores.Parse(bucketURL); err == nil && loc.Scheme != "gs" {
+			return nil, fmt.Errorf("bucket %s refused: privileged skiff components store blocks only in gs:// buckets (a directory bucket only for trusted inputs)", bucketURL)
+		}
+		opts = append(opts, stores.WithRestricted())
 	}
 	s, err := stores.Open(ctx, bucketURL, opts...)
 	if err != nil {

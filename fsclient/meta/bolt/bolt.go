@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	bbolt "go.etcd.io/bbolt"
@@ -69,6 +70,14 @@ func open(path string, opts Options) (*Engine, error) {
 	if abs, err := filepath.Abs(path); err == nil {
 		path = abs
 	}
+	// bbolt initialises a file it finds empty by writing its first pages,
+	// and a block device reports size 0: only a regular file, or a path
+	// that does not exist yet, may be opened. The descriptor is checked
+	// again after open (openRegular), so a path swapped in between is
+	// refused too.
+	if fi, err := os.Stat(path); err == nil && !fi.Mode().IsRegular() {
+		return nil, notRegular(path, fi.Mode())
+	}
 	if !opts.ReadOnly {
 		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 			return nil, fmt.Errorf("create directory for volume metadata %s: %w", path, err)
@@ -78,9 +87,14 @@ func open(path string, opts Options) (*Engine, error) {
 		Timeout:  opts.LockTimeout,
 		NoSync:   opts.NoSync,
 		ReadOnly: opts.ReadOnly,
+		OpenFile: openRegular,
 	})
 	if errors.Is(err, bberrors.ErrTimeout) {
 		return nil, &lockedError{path: path}
+	}
+	var nr *notRegularError
+	if errors.As(err, &nr) {
+		return nil, nr
 	}
 	if err != nil {
 		return nil, fmt.Errorf("open volume metadata %s: %w", path, err)
@@ -100,6 +114,53 @@ func open(path string, opts Options) (*Engine, error) {
 		}
 	}
 	return &Engine{db: db, path: path}, nil
+}
+
+// openRegular is os.OpenFile that refuses, after opening, anything but a
+// regular file (O_NONBLOCK: a FIFO swapped in must not block the open):
+// the check on the descriptor itself, which no rename or
+// symlink swap after the os.Stat in open can get past.
+func openRegular(name string, flag int, perm os.FileMode) (*os.File, error) {
+	f, err := os.OpenFile(name, flag|syscall.O_CLOEXEC|syscall.O_NONBLOCK, perm)
+	if err != nil {
+		return nil, err
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		f.Close()
+		return nil, notRegular(name, fi.Mode())
+	}
+	return f, nil
+}
+
+// notRegularError refuses a bolt:// path that is a device, a directory, a
+// FIFO or a socket.
+type notRegularError struct {
+	path string
+	kind string
+}
+
+func notRegular(path string, m os.FileMode) *notRegularError {
+	kind := "not a regular file"
+	switch {
+	case m&os.ModeDevice != 0:
+		kind = "a device"
+	case m.IsDir():
+		kind = "a directory"
+	case m&os.ModeNamedPipe != 0:
+		kind = "a FIFO"
+	case m&os.ModeSocket != 0:
+		kind = "a socket"
+	}
+	return &notRegularError{path: path, kind: kind}
+}
+
+func (e *notRegularError) Error() string {
+	return fmt.Sprintf("bolt:// refuses %s: it is %s; give the path of a regular file or of one that does not exist yet", e.path, e.kind)
 }
 
 // lockedError is returned when another process holds the file.

@@ -2,13 +2,16 @@ package bolt
 
 import (
 	"errors"
+	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/skiff-fs/skiff/fsclient/meta/kv"
 	"github.com/skiff-fs/skiff/fsclient/meta/kvtest"
+	"github.com/skiff-fs/skiff/internal/testloop"
 )
 
 func TestConformance(t *testing.T) {
@@ -115,4 +118,50 @@ func TestBadWritesFailTheTransaction(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestRefusesNonRegular opens bolt:// on a real block device, a directory
+// and a FIFO: each is refused with one line, and the device is not
+// written.
+func TestRefusesNonRegular(t *testing.T) {
+	dev := testloop.New(t)
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(dir, "link.db")
+	if err := os.Symlink(dev.Path, link); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ path, kind string }{
+		{dev.Path, "a device"},
+		{link, "a device"},
+		{dir, "a directory"},
+		{fifo, "a FIFO"},
+	} {
+		for _, ro := range []bool{false, true} {
+			e, err := Open("bolt://"+tc.path, Options{ReadOnly: ro})
+			if err == nil {
+				e.Close()
+				t.Errorf("Open(%s, ReadOnly=%v) succeeded", tc.path, ro)
+				continue
+			}
+			if !strings.Contains(err.Error(), tc.kind) || strings.Contains(err.Error(), "\n") {
+				t.Errorf("Open(%s): %q, want one line saying it is %s", tc.path, err, tc.kind)
+			}
+		}
+	}
+	dev.Unchanged(t)
+}
+
+// TestOpenRegularChecksTheDescriptor covers the race the os.Stat cannot:
+// a path that is a device by the time it is opened.
+func TestOpenRegularChecksTheDescriptor(t *testing.T) {
+	dev := testloop.New(t)
+	if f, err := openRegular(dev.Path, os.O_RDWR|os.O_CREATE, 0o600); err == nil {
+		f.Close()
+		t.Fatal("openRegular opened a device")
+	}
+	dev.Unchanged(t)
 }

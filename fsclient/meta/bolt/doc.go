@@ -29,5 +29,10 @@
 //     Options.LockTimeout and then fails with an error wrapping kv.ErrLocked
 //     that tells the user the volume is in use.
 //
+// Only a regular file, or a path that does not exist yet, is opened: a
+// device, directory, FIFO or socket is refused before open (os.Stat) and
+// again on the opened descriptor (fstat), because bbolt writes its first
+// pages into a file it finds empty and a block device reports size 0.
+//
 // Engine is safe for concurrent use; a Tx is not (and must not outlive fn).
 package bolt

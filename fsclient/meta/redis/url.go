@@ -8,6 +8,8 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+
+	"github.com/skiff-fs/skiff/internal/redact"
 )
 
 const (
@@ -42,15 +44,11 @@ func (c *config) tag() string {
 	return defaultTag
 }
 
-// name is the URL without the password.
+// name is the URL without its user information, for messages and logs.
 func (c *config) name() string {
 	var b strings.Builder
 	b.WriteString(c.scheme)
 	b.WriteString("://")
-	if c.user != "" {
-		b.WriteString(url.PathEscape(c.user))
-		b.WriteString("@")
-	}
 	b.WriteString(strings.Join(c.addrs, ","))
 	b.WriteString("/")
 	if c.master != "" {
@@ -65,24 +63,50 @@ func (c *config) name() string {
 	return b.String()
 }
 
-var (
-	prefixRE   = regexp.MustCompile(`^[A-Za-z0-9._:-]{1,64}$`)
-	userinfoRE = regexp.MustCompile(`//[^/@]*@`)
-)
+var prefixRE = regexp.MustCompile(`^[A-Za-z0-9._:-]{1,64}$`)
 
-// redact hides the user information of a URL that did not parse.
-func redact(raw string) string { return userinfoRE.ReplaceAllString(raw, "//***@") }
+// splitUserinfo takes the user information (from "://" to the last "@",
+// the rule of package redact) out of raw, so that a password holding
+// "/", "#", "?", "@" or ":" written without escapes still parses: the
+// user is what comes before the first ":", the password the rest, each
+// percent-decoded. It returns raw without the user information.
+func splitUserinfo(raw string) (rest, user, password string, err error) {
+	scheme, after, _ := strings.Cut(raw, "://")
+	at := strings.LastIndex(after, "@")
+	if at < 0 {
+		return raw, "", "", nil
+	}
+	info := after[:at]
+	rest = scheme + "://" + after[at+1:]
+	u, p, hasPw := strings.Cut(info, ":")
+	if user, err = url.PathUnescape(u); err != nil {
+		return "", "", "", errors.New("the user name has a '%' that starts no %XX escape: percent-encode special characters (a '%' as %25)")
+	}
+	if password, err = url.PathUnescape(p); err != nil {
+		return "", "", "", errors.New("the password has a '%' that starts no %XX escape: percent-encode special characters of the password (a '%' as %25)")
+	}
+	if user != "" && !hasPw {
+		// Not echoed: what was meant as a user may be a password.
+		return "", "", "", fmt.Errorf("the user information has no ':'; write %s://USER:PASSWORD@host, or %s://:PASSWORD@host for the default user",
+			scheme, scheme)
+	}
+	return rest, user, password, nil
+}
 
 // parseURL parses a META_URL for this engine. Errors name the problem and
-// never contain the password.
+// never contain the password (nor any other user information).
 func parseURL(raw string) (*config, error) {
 	bad := func(format string, args ...any) error {
-		return fmt.Errorf("invalid META_URL %s: %s", redact(raw), fmt.Sprintf(format, args...))
+		return fmt.Errorf("invalid META_URL %s: %s", redact.URL(raw), fmt.Sprintf(format, args...))
 	}
 	if !strings.Contains(raw, "://") {
 		return nil, bad("missing scheme; want redis://host:port/db, rediss:// or redis+sentinel://")
 	}
-	u, err := url.Parse(raw)
+	hostPart, user, password, err := splitUserinfo(raw)
+	if err != nil {
+		return nil, bad("%v", err)
+	}
+	u, err := url.Parse(hostPart)
 	if err != nil {
 		msg := "not a URL"
 		var ue *url.Error
@@ -108,14 +132,7 @@ func parseURL(raw string) (*config, error) {
 	if u.Opaque != "" {
 		return nil, bad("want %s://host:port/db", u.Scheme)
 	}
-	if u.User != nil {
-		c.user = u.User.Username()
-		c.password, _ = u.User.Password()
-		if c.user != "" && c.password == "" {
-			return nil, bad("user %q has no password; write %s://%s:PASSWORD@host, or %s://:PASSWORD@host for the default user",
-				c.user, u.Scheme, c.user, u.Scheme)
-		}
-	}
+	c.user, c.password = user, password
 	if u.Host == "" {
 		return nil, bad("missing host")
 	}

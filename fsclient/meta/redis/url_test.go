@@ -1,10 +1,13 @@
 package redis
 
 import (
+	"net/url"
 	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/skiff-fs/skiff/internal/testsecret"
 )
 
 func TestParseURL(t *testing.T) {
@@ -19,7 +22,7 @@ func TestParseURL(t *testing.T) {
 		{"redis://:s3cret@host:7000/2?prefix=vol1", &config{scheme: "redis", addrs: []string{"host:7000"}, password: "s3cret", db: 2, prefix: "vol1"},
 			"redis://host:7000/2?prefix=vol1"},
 		{"redis://alice:p%40ss@host/3", &config{scheme: "redis", addrs: []string{"host:6379"}, user: "alice", password: "p@ss", db: 3},
-			"redis://alice@host:6379/3"},
+			"redis://host:6379/3"},
 		{"rediss://:pw@redis.example.com:6380/0", &config{scheme: "rediss", addrs: []string{"redis.example.com:6380"}, password: "pw", tls: true},
 			"rediss://redis.example.com:6380/0"},
 		{"redis://[::1]:6379/4", &config{scheme: "redis", addrs: []string{"[::1]:6379"}, db: 4}, "redis://[::1]:6379/4"},
@@ -75,11 +78,11 @@ func TestParseURLErrors(t *testing.T) {
 		{"redis://h/0?prefix={x}", "prefix must be"},
 		{"redis://h/0?prefix=a*b", "prefix must be"},
 		{"redis://h/0?db=1", `unknown parameter "db"`},
-		{"redis://alice@h/0", `user "alice" has no password`},
+		{"redis://alice@h/0", `has no ':'`},
 		{"redis+sentinel://s1:26379/", "missing the master name"},
 		{"redis+sentinel://s1:26379", "missing the master name"},
 		{"redis+sentinel://s1:26379/m/x", `database "x"`},
-		{"redis://:pa%zzss@h/0", "bad %-escape"},
+		{"redis://:pa%zzss@h/0", "percent-encode"},
 	}
 	for _, tc := range tests {
 		_, err := parseURL(tc.url)
@@ -99,5 +102,34 @@ func TestParseURLErrors(t *testing.T) {
 func TestGlobEscape(t *testing.T) {
 	if got, want := globEscape(`{v}a*b?c[d]e\f`), `{v}a\*b\?c\[d\]e\\f`; got != want {
 		t.Errorf("globEscape = %q, want %q", got, want)
+	}
+}
+
+// TestParseURLHostilePasswords parses META_URLs whose passwords hold
+// "/ # ? @ % :" unescaped: either they parse to the exact password, or the
+// error holds no piece of it; Name never does.
+func TestParseURLHostilePasswords(t *testing.T) {
+	r := testsecret.Rand(t)
+	for i := 0; i < 200; i++ {
+		pw := testsecret.Password(r, 20+r.IntN(20))
+		for _, raw := range []string{
+			"redis://:" + pw + "@127.0.0.1:6379/0",
+			"redis://alice:" + pw + "@h/1?prefix=v",
+			"redis+sentinel://:" + pw + "@s1,s2:26380/m/0",
+			"redis://:" + url.PathEscape(pw) + "@h/0",
+		} {
+			c, err := parseURL(raw)
+			if err != nil {
+				testsecret.Check(t, "parse error", err.Error(), pw)
+				if !strings.Contains(err.Error(), "percent-encode") {
+					t.Errorf("parseURL: %v, want a hint to percent-encode", err)
+				}
+				continue
+			}
+			if strings.Contains(raw, url.PathEscape(pw)) && c.password != pw {
+				t.Errorf("escaped password parsed wrong")
+			}
+			testsecret.Check(t, "Name()", c.name(), pw)
+		}
 	}
 }

@@ -38,6 +38,12 @@
 // New checks that the bucket exists and is reachable, so a wrong bucket
 // name fails at mount or format time with a message saying what to fix.
 //
+// Credentials: with Config.Restricted (privileged callers whose
+// credentials file comes from a pod author) the file must pass
+// CheckCredentials before the auth library sees it: Google token
+// endpoints only, external_account only from a projected token file to
+// Google's STS; refusals name the rule, never the file's contents.
+//
 // Concurrency: a *Store is safe for concurrent use; it holds one HTTP
 // client with its connection pool, released by Close. Buffers: Put does
 // not keep data after it returns; the reader from Get streams from the

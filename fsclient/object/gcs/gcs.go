@@ -47,6 +47,11 @@ type Config struct {
 	// google-credentials.json. Default: Application Default Credentials
 	// (the pod's workload identity on GKE).
 	CredentialsFile string
+	// Restricted applies CheckCredentials to CredentialsFile before using
+	// it: for privileged processes (the sidecar, the CSI plugin) whose
+	// credentials file comes from a pod author's Secret. Default false
+	// (every credentials type the auth library knows).
+	Restricted bool
 	// Endpoint overrides the JSON API endpoint, e.g.
 	// "https://storage.googleapis.com/storage/v1/" or a Private Service
 	// Connect address. Default: the public endpoint, or the emulator named
@@ -123,7 +128,7 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 
 	opts := []option.ClientOption{option.WithUserAgent("skiff")}
 	if cfg.CredentialsFile != "" {
-		opt, err := credentialsOption(cfg.CredentialsFile)
+		opt, err := credentialsOption(cfg.CredentialsFile, cfg.Restricted)
 		if err != nil {
 			return nil, err
 		}
@@ -182,10 +187,15 @@ func CheckBucketName(name string) error {
 
 // credentialsOption reads the "type" of a credentials file so that the
 // auth library can check the file is of the type it claims.
-func credentialsOption(path string) (option.ClientOption, error) {
+func credentialsOption(path string, restricted bool) (option.ClientOption, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("gcs credentials: %w", err)
+	}
+	if restricted {
+		if err := CheckCredentials(data); err != nil {
+			return nil, fmt.Errorf("gcs credentials %s: %w", path, err)
+		}
 	}
 	var f struct {
 		Type string `json:"type"`

@@ -32,6 +32,13 @@ func WithCredentialsFile(path string) Option {
 	return func(o *options) { o.gcs.CredentialsFile = path }
 }
 
+// WithRestricted makes gs:// stores accept only the credentials
+// gcs.CheckCredentials allows (gcs.Config.Restricted), for privileged
+// callers whose credentials file comes from a pod author.
+func WithRestricted() Option {
+	return func(o *options) { o.gcs.Restricted = true }
+}
+
 // WithGCSConfig sets every field of the gcs.Config used for gs:// URLs
 // except Bucket and Prefix, which come from the URL.
 func WithGCSConfig(cfg gcs.Config) Option {

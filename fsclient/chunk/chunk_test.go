@@ -1005,3 +1005,51 @@ func TestIdleWriterFlushedInBackground(t *testing.T) {
 		t.Fatalf("read %q", got)
 	}
 }
+
+// TestFlushByAge: a writer that never pauses still has its data committed
+// in the background once it is FlushAfter old, so a crash loses at most
+// the last FlushAfter of it.
+func TestFlushByAge(t *testing.T) {
+	const flushAfter = 400 * time.Millisecond
+	e := newEnv(t, chunk.Config{FlushAfter: flushAfter}, nil)
+	ino := e.create()
+	w := e.s.NewWriter(ino, e.meta)
+	defer w.Close(e.ctx)
+	type written struct {
+		at  time.Time
+		end uint64
+	}
+	var log []written
+	line := []byte("a steady writer's line, never paused for long.\n")
+	off := int64(0)
+	checked := 0
+	for start := time.Now(); time.Since(start) < 6*flushAfter; {
+		if _, err := w.WriteAt(e.ctx, line, off); err != nil {
+			t.Fatal(err)
+		}
+		off += int64(len(line))
+		log = append(log, written{time.Now(), uint64(off)})
+		// Every byte written more than flushAfter ago must be committed.
+		size := e.size(ino)
+		now := time.Now()
+		for _, l := range log {
+			if now.Sub(l.at) < flushAfter {
+				break
+			}
+			if size < l.end {
+				t.Fatalf("%v after a write ending at %d the committed size is %d", now.Sub(l.at).Round(time.Millisecond), l.end, size)
+			}
+			checked++
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if checked == 0 {
+		t.Fatal("nothing checked")
+	}
+	if err := w.Flush(e.ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := e.mustRead(ino); uint64(len(got)) != uint64(off) {
+		t.Fatalf("read %d bytes, wrote %d", len(got), off)
+	}
+}

@@ -16,6 +16,10 @@
 //     in the order they were written, so later writes win and a crash never
 //     exposes a record whose blocks are missing. A slice whose upload
 //     failed is never committed; Flush reports the error, naming the object.
+//   - Bounded loss: written data is committed in the background once its
+//     writer is idle for Config.FlushAfter, or once its oldest uncommitted
+//     byte is FlushAfter/2 old (a writer that never pauses), so a kill -9
+//     loses at most about FlushAfter of data not closed or fsynced.
 //   - Compaction (Compact) writes new slices and swaps records with a
 //     compare-and-swap (Meta.CompactChunk). It deletes only blocks it wrote
 //     itself and only when the swap certainly did not happen; old slices are

@@ -83,9 +83,14 @@ type Config struct {
 	// cache can serve by range are instead prefetched into the kernel's
 	// page cache, 4 windows ahead. -1 turns read-ahead off. Default 8 MiB.
 	Readahead int64
-	// FlushAfter: a writer whose last write is this old has its buffered
-	// data uploaded and committed in the background, so an idle open file
-	// does not hold data only in memory. -1 turns it off. Default 5s.
+	// FlushAfter bounds how long written data stays only in memory: a
+	// writer whose last write is this old, or whose oldest uncommitted
+	// byte is half this old (a writer that never pauses), has its
+	// buffered data sealed, uploaded and committed in the background. So
+	// a byte written and not yet closed or fsynced is committed within
+	// about FlushAfter (plus its upload and commit time), and a kill -9
+	// of the client loses at most the last FlushAfter of a steady
+	// writer's data. -1 turns it off. Default 5s.
 	FlushAfter time.Duration
 	// CompactThreshold: a chunk seen with more records than this is queued
 	// for background compaction. Default 16.
@@ -305,13 +310,15 @@ func (s *Store) genSlot(ino uint64, chunk uint32) *atomic.Uint64 {
 // records.
 func (s *Store) changed(ino uint64, chunk uint32) { s.genSlot(ino, chunk).Add(1) }
 
-// flushWorker flushes writers idle for FlushAfter.
+// flushWorker flushes writers idle for FlushAfter, and writers whose
+// oldest uncommitted byte is FlushAfter/2 old: with ticks of at most
+// FlushAfter/4, that byte's commit starts before it is 3/4 FlushAfter old.
 func (s *Store) flushWorker() {
 	defer s.wg.Done()
 	if s.cfg.FlushAfter < 0 {
 		return
 	}
-	tick := time.NewTicker(max(min(s.cfg.FlushAfter/2, time.Second), 10*time.Millisecond))
+	tick := time.NewTicker(max(min(s.cfg.FlushAfter/4, time.Second), 10*time.Millisecond))
 	defer tick.Stop()
 	for {
 		select {
@@ -325,7 +332,7 @@ func (s *Store) flushWorker() {
 			}
 			s.mu.Unlock()
 			for _, w := range ws {
-				if w.idleSince(now, s.cfg.FlushAfter) {
+				if w.idleSince(now, s.cfg.FlushAfter) || w.agedSince(now, s.cfg.FlushAfter/2) {
 					// An error stays with the writer; its owner's next
 					// Flush or Close reports it.
 					w.Flush(s.ctx)

@@ -39,7 +39,8 @@ type mountFlags struct {
 	metricsSocket     string     // --metrics-socket (metrics.go)
 	statusFile        string     // --status-file of --supervise
 	readAhead         string
-	passthrough       bool // --passthrough: file images read by the kernel directly
+	passthrough       bool          // --passthrough: file images read by the kernel directly
+	flushAfter        time.Duration // --flush-after: chunk.Config.FlushAfter
 }
 
 func newMount(g *globals) *cobra.Command {
@@ -78,6 +79,7 @@ command line, which every process can read in /proc.`,
 	fl.StringVar(&f.metricsSocket, "metrics-socket", "", "serve Prometheus metrics (the volume's counters and FUSE operations) at /metrics on this unix socket")
 	addCacheFlags(cmd, &f.cache)
 	addSuperviseFlags(cmd, &f)
+	addFlushAfterFlag(cmd, &f)
 	return cmd
 }
 
@@ -201,6 +203,12 @@ func (f *mountFlags) readAheadBytes() (int, error) {
 	return int(n), nil
 }
 
+// addFlushAfterFlag adds --flush-after to skiff mount and its worker.
+func addFlushAfterFlag(cmd *cobra.Command, f *mountFlags) {
+	cmd.Flags().DurationVar(&f.flushAfter, "flush-after", 5*time.Second,
+		"commit written data in the background once it is this old, even while the file is written without pause (a kill -9 loses at most about this much of a file not closed or fsynced)")
+}
+
 func newUmount(g *globals) *cobra.Command {
 	var force bool
 	cmd := &cobra.Command{
@@ -226,6 +234,9 @@ func (f *mountFlags) openVolume(ctx context.Context, g *globals, log *slog.Logge
 	if f.uploadConcurrency <= 0 {
 		return nil, fmt.Errorf("--upload-concurrency must be at least 1")
 	}
+	if f.flushAfter <= 0 {
+		return nil, fmt.Errorf("--flush-after must be a positive duration, such as 5s (got %s)", f.flushAfter)
+	}
 	pass, err := g.passphrase()
 	if err != nil {
 		return nil, err
@@ -240,7 +251,7 @@ func (f *mountFlags) openVolume(ctx context.Context, g *globals, log *slog.Logge
 		CredentialsFile: g.credentials,
 		Logger:          log,
 		Meta:            meta.Options{Logger: log, ReadOnly: f.readOnly},
-		Chunk:           chunk.Config{BufferSize: buf, UploadConcurrency: f.uploadConcurrency, CacheWrites: f.cache.writes},
+		Chunk:           chunk.Config{BufferSize: buf, UploadConcurrency: f.uploadConcurrency, CacheWrites: f.cache.writes, FlushAfter: f.flushAfter},
 		Cache:           cacheCfg,
 	})
 	if err != nil {

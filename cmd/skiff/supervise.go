@@ -45,6 +45,7 @@ func workerArgs(g *globals, f *mountFlags, metaURL string) []string {
 		"--dir-entry-timeout=" + f.dirEntryTimeout.String(),
 		"--buffer-size=" + f.bufferSize,
 		"--upload-concurrency=" + strconv.Itoa(f.uploadConcurrency),
+		"--flush-after=" + f.flushAfter.String(),
 		"--debug=" + strconv.FormatBool(f.debug),
 		"--verbose=" + strconv.FormatBool(g.verbose),
 	}
@@ -177,6 +178,7 @@ func newWorker(g *globals) *cobra.Command {
 	fl.StringVar(&f.metaURLFile, "meta-url-file", "", "")
 	fl.StringVar(&f.metricsSocket, "metrics-socket", "", "")
 	addCacheFlags(cmd, &f.cache)
+	addFlushAfterFlag(cmd, &f)
 	return cmd
 }
 

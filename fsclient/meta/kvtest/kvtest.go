@@ -38,6 +38,8 @@ func Run(t *testing.T, open func(t testing.TB) kv.Engine) {
 		{"NoTornReads", testNoTornReads},
 		{"Context", testContext},
 		{"Name", testName},
+
+		{"HScan", testHScan}, // hscan.go
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -65,9 +65,11 @@ type Config struct {
 	// Key is the volume's data key from OpenKey; nil stores blocks
 	// unencrypted.
 	Key []byte
-	// BufferSize bounds the bytes of written, not yet uploaded data held
-	// by all writers together; WriteAt waits when it is used up. At least
-	// BlockSize. Default 300 MiB.
+	// BufferSize bounds the block memory: bytes of written, not yet
+	// uploaded data held by all writers together (WriteAt waits when
+	// they use it up), plus the whole blocks readers keep or are fetching
+	// (which yield: read-ahead stops and readers drop blocks they have
+	// read). At least BlockSize. Default 300 MiB.
 	BufferSize int64
 	// UploadConcurrency bounds parallel block Puts. Default 20.
 	UploadConcurrency int
@@ -79,7 +81,10 @@ type Config struct {
 	// Readahead is how far ahead of a sequential reader whole blocks are
 	// fetched; the window starts at one block and doubles up to this
 	// (less while more than half of BufferSize is in use). Each
-	// FileReader keeps Readahead/BlockSize+3 whole blocks. Blocks the
+	// FileReader keeps up to Readahead/BlockSize+3 whole blocks; they,
+	// and whole blocks being fetched for readers, count against
+	// BufferSize (Stats.Held), and read-ahead is refused while it is
+	// used up. Blocks the
 	// cache can serve by range are instead prefetched into the kernel's
 	// page cache, 4 windows ahead. -1 turns read-ahead off. Default 8 MiB.
 	Readahead int64
@@ -177,6 +182,7 @@ type Stats struct {
 	Buffered       int64 // bytes of write buffer in use now
 	BufferedPeak   int64 // most bytes of write buffer ever in use
 	BufferWaits    int64 // writes that waited for buffer space
+	Held           int64 // bytes of whole blocks readers hold or are fetching now (reader.go)
 	Compactions    int64 // chunks compacted
 	CompactLost    int64 // compactions that lost the race with a writer
 }
@@ -208,6 +214,7 @@ type Store struct {
 	stats   counters
 
 	uploading atomic.Int64 // block uploads started and not finished
+	held      atomic.Int64 // Stats.Held: whole blocks of FileReaders, kept or being fetched
 	bufs      chan []byte  // free block buffers (cap BlockSize), at most BufferSize/BlockSize
 	encBufs   chan []byte  // free encoding buffers (cap encodeBound(BlockSize)), at most UploadConcurrency
 
@@ -281,6 +288,7 @@ func (s *Store) Stats() Stats {
 		BlocksGot: c.blocksGot.Load(), BytesGot: c.bytesGot.Load(), FetchCollapsed: c.collapsed.Load(),
 		BlocksDeleted: c.deleted.Load(), Buffered: c.buffered.Load(), BufferedPeak: c.bufferedPeak.Load(),
 		BufferWaits: c.bufferWaits.Load(), Compactions: c.compactions.Load(), CompactLost: c.compactLost.Load(),
+		Held: s.held.Load(),
 	}
 }
 
@@ -700,11 +708,12 @@ func (s *Store) readCached(key string, length uint32, dst []byte, off uint32) bo
 }
 
 // readaheadLimit is how far a sequential reader's window may grow now:
-// Config.Readahead, shrinking towards one block as the write buffer
-// budget fills up beyond half (memory pressure).
+// Config.Readahead, shrinking towards one block as the buffer budget
+// (write buffers plus readers' blocks) fills up beyond half (memory
+// pressure).
 func (s *Store) readaheadLimit() int64 {
 	ra, half := s.cfg.Readahead, s.cfg.BufferSize/2
-	if used := s.stats.buffered.Load(); used > half {
+	if used := s.memUsed(); used > half {
 		ra = int64(float64(ra) * float64(s.cfg.BufferSize-used) / float64(half))
 	}
 	return max(ra, int64(s.cfg.BlockSize))

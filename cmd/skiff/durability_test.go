@@ -36,8 +36,9 @@ func TestKillSteadyWriter(t *testing.T) {
 	if err := mount.Start(); err != nil {
 		t.Fatal(err)
 	}
-	exited := make(chan error, 1)
-	go func() { exited <- mount.Wait() }()
+	var waitErr error
+	exited := make(chan struct{}) // closed when the mount process has ended
+	go func() { waitErr = mount.Wait(); close(exited) }()
 	t.Cleanup(func() {
 		mount.Process.Kill()
 		<-exited
@@ -45,8 +46,8 @@ func TestKillSteadyWriter(t *testing.T) {
 	})
 	for deadline := time.Now().Add(30 * time.Second); !strings.Contains(out.String(), "mounted on"); {
 		select {
-		case err := <-exited:
-			t.Fatalf("skiff mount ended: %v\n%s", err, out)
+		case <-exited:
+			t.Fatalf("skiff mount ended: %v\n%s", waitErr, out)
 		default:
 		}
 		if time.Now().After(deadline) {

@@ -226,6 +226,9 @@ type Spec struct {
 	// BufferSize is the volume's share of the write buffer budget.
 	BufferSize        int64
 	UploadConcurrency int
+	// FlushAfter is chunk.Config.FlushAfter (option flush-after=D);
+	// 0 is its default.
+	FlushAfter time.Duration
 	// Options resolved from Volume.Options.
 	AttrTimeout, EntryTimeout, DirEntryTimeout time.Duration
 	AllowOther                                 bool
@@ -315,6 +318,7 @@ func (c *Config) specs() ([]*Spec, error) {
 // applyOptions resolves the mount options a volume entry carries. Known:
 // ro, rw, allow-other, no-allow-other, passthrough, no-passthrough,
 // debug, cache-writes,
+// flush-after=D (positive: the age at which written data is committed),
 // attr-timeout=D, entry-timeout=D, dir-entry-timeout=D (durations, or
 // plain seconds), upload-concurrency=N, buffer-size=SIZE and
 // cache-size=SIZE (bytes, or with K/M/G suffixes; a plain number of
@@ -348,6 +352,10 @@ func (s *Spec) applyOptions(opts []string) error {
 			s.EntryTimeout, err = parseDuration(v)
 		case "dir-entry-timeout", "dir_entry_timeout":
 			s.DirEntryTimeout, err = parseDuration(v)
+		case "flush-after":
+			if s.FlushAfter, err = parseDuration(v); err == nil && s.FlushAfter <= 0 {
+				err = errors.New("must be a positive duration")
+			}
 		case "upload-concurrency":
 			var n int
 			n, err = strconv.Atoi(v)
@@ -391,6 +399,7 @@ var valued = map[string]bool{
 	"entry-timeout": true, "entry_timeout": true,
 	"dir-entry-timeout": true, "dir_entry_timeout": true,
 	"upload-concurrency": true, "buffer-size": true, "cache-size": true,
+	"flush-after": true,
 }
 
 func parseDuration(s string) (time.Duration, error) {

@@ -38,7 +38,7 @@ func TestSpecs(t *testing.T) {
 	cfg := Config{
 		Volumes: []contract.Volume{
 			{Name: "a", MountPath: "/skiff/a", SecretDir: filepath.Join(root, "a"), Options: []string{"attr-timeout=5", "entry-timeout=250ms", "cache-size=1024", "prefetch=2", "buffer-size=1G"}},
-			{Name: "b", MountPath: "/skiff/b", SecretDir: filepath.Join(root, "b"), Subdir: "x/y", ReadOnly: true, Options: []string{"cache-size=0", "upload-concurrency=3", "no-passthrough"}},
+			{Name: "b", MountPath: "/skiff/b", SecretDir: filepath.Join(root, "b"), Subdir: "x/y", ReadOnly: true, Options: []string{"cache-size=0", "upload-concurrency=3", "no-passthrough", "flush-after=2s"}},
 		},
 		MemoryLimit: 1 << 30,
 	}
@@ -74,6 +74,9 @@ func TestSpecs(t *testing.T) {
 	if !a.Passthrough || b.Passthrough {
 		t.Errorf("passthrough: a %v (the default), b %v (no-passthrough)", a.Passthrough, b.Passthrough)
 	}
+	if a.FlushAfter != 0 || b.FlushAfter != 2*time.Second {
+		t.Errorf("flush-after: a %v (the default, 0), b %v", a.FlushAfter, b.FlushAfter)
+	}
 	if b.Passphrase != nil || b.PassphraseFile != "" || b.CredentialsFile != "" || b.CacheDir != "" || b.UploadConcurrency != 3 || !b.ReadOnly || b.Subdir != "x/y" {
 		t.Errorf("b: %+v", b)
 	}
@@ -98,6 +101,7 @@ func TestSpecErrors(t *testing.T) {
 		"empty url":    {contract.Volume{Name: "a", MountPath: "/m/a", SecretDir: filepath.Join(root, "empty")}, "is empty"},
 		"bad duration": {contract.Volume{Name: "a", MountPath: "/m/a", SecretDir: filepath.Join(root, "ok"), Options: []string{"attr-timeout=soon"}}, "attr-timeout=soon"},
 		"bad size":     {contract.Volume{Name: "a", MountPath: "/m/a", SecretDir: filepath.Join(root, "ok"), Options: []string{"cache-size=lots"}}, "not a size"},
+		"zero flush":   {contract.Volume{Name: "a", MountPath: "/m/a", SecretDir: filepath.Join(root, "ok"), Options: []string{"flush-after=0"}}, "positive"},
 		"no value":     {contract.Volume{Name: "a", MountPath: "/m/a", SecretDir: filepath.Join(root, "ok"), Options: []string{"upload-concurrency"}}, "upload-concurrency"},
 	} {
 		t.Run(name, func(t *testing.T) {

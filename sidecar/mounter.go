@@ -80,7 +80,7 @@ func (d Direct) Mount(ctx context.Context, s *Spec) (Mounted, error) {
 		CredentialsFile: s.CredentialsFile,
 		Logger:          log,
 		Meta:            meta.Options{Logger: log, ReadOnly: s.ReadOnly},
-		Chunk:           chunk.Config{BufferSize: s.BufferSize, UploadConcurrency: s.UploadConcurrency, CacheWrites: s.CacheWrites},
+		Chunk:           chunk.Config{BufferSize: s.BufferSize, UploadConcurrency: s.UploadConcurrency, CacheWrites: s.CacheWrites, FlushAfter: s.FlushAfter},
 		Cache:           cc,
 		Restricted:      !d.TrustInputs,
 	})

@@ -98,6 +98,9 @@ func (m Supervised) Args(s *Spec) ([]string, error) {
 	} else {
 		a = append(a, "--cache-size=0")
 	}
+	if s.FlushAfter > 0 {
+		a = append(a, "--flush-after="+s.FlushAfter.String())
+	}
 	if s.PassphraseFile != "" {
 		a = append(a, "--passphrase-file="+s.PassphraseFile)
 	}

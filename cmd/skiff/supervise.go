@@ -45,6 +45,7 @@ func workerArgs(g *globals, f *mountFlags, metaURL string) []string {
 		"--dir-entry-timeout=" + f.dirEntryTimeout.String(),
 		"--buffer-size=" + f.bufferSize,
 		"--upload-concurrency=" + strconv.Itoa(f.uploadConcurrency),
+		"--flush-after=" + f.flushAfter.String(),
 		"--debug=" + strconv.FormatBool(f.debug),
 		"--verbose=" + strconv.FormatBool(g.verbose),
 		"--meta-timeout=" + f.metaTimeout.String(),
@@ -183,6 +184,7 @@ func newWorker(g *globals) *cobra.Command {
 	addCacheFlags(cmd, &f.cache)
 	addMetaTimeoutFlag(cmd, &f)
 	addRestrictedFlag(cmd, &f.restricted)
+	addFlushAfterFlag(cmd, &f)
 	return cmd
 }
 

@@ -303,8 +303,8 @@ func (s *Server) first(ctx context.Context, v *vol, log *slog.Logger, adopt stri
 // Args are the arguments of the skiff child for r: `mount [--supervise]
 // flags... PATH`; the META_URL is never among them: extra names the file
 // that holds it (--meta-url-file). Options map to flags: ro, attr-timeout,
-// entry-timeout, dir-entry-timeout, buffer-size, upload-concurrency and
-// debug (either spelling, - or _); the others are returned as ignored.
+// entry-timeout, dir-entry-timeout, buffer-size, upload-concurrency,
+// flush-after and debug (either spelling, - or _); the others are returned as ignored.
 func Args(supervise bool, r *StageRequest, extra []string) (args, ignored []string) {
 	args = []string{"mount"}
 	if supervise {
@@ -319,7 +319,7 @@ func Args(supervise bool, r *StageRequest, extra []string) (args, ignored []stri
 		case "ro":
 			ro = true
 		case "rw", "allow-other":
-		case "attr-timeout", "entry-timeout", "dir-entry-timeout", "buffer-size", "upload-concurrency":
+		case "attr-timeout", "entry-timeout", "dir-entry-timeout", "buffer-size", "upload-concurrency", "flush-after":
 			if !hasVal || val == "" {
 				ignored = append(ignored, o)
 				continue

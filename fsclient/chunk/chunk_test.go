@@ -1005,3 +1005,106 @@ func TestIdleWriterFlushedInBackground(t *testing.T) {
 		t.Fatalf("read %q", got)
 	}
 }
+
+// TestFlushByAge: a writer that never pauses still has its data committed
+// in the background once it is FlushAfter old (plus its upload and commit
+// time), so a crash loses at most about the last FlushAfter of it.
+func TestFlushByAge(t *testing.T) {
+	const flushAfter = 400 * time.Millisecond
+	e := newEnv(t, chunk.Config{FlushAfter: flushAfter}, nil)
+	ino := e.create()
+	w := e.s.NewWriter(ino, e.meta)
+	defer w.Close(e.ctx)
+	type written struct {
+		at  time.Time
+		end uint64
+	}
+	var log []written
+	line := []byte("a steady writer's line, never paused for long.\n")
+	off := int64(0)
+	checked := 0
+	for start := time.Now(); time.Since(start) < 6*flushAfter; {
+		if _, err := w.WriteAt(e.ctx, line, off); err != nil {
+			t.Fatal(err)
+		}
+		off += int64(len(line))
+		log = append(log, written{time.Now(), uint64(off)})
+		// Every byte written more than flushAfter ago must be committed.
+		size := e.size(ino)
+		now := time.Now()
+		for _, l := range log {
+			// The commit starts by 3/4 flushAfter; leave its upload and
+			// commit time on a loaded machine.
+			if now.Sub(l.at) < flushAfter*3/2 {
+				break
+			}
+			if size < l.end {
+				t.Fatalf("%v after a write ending at %d the committed size is %d", now.Sub(l.at).Round(time.Millisecond), l.end, size)
+			}
+			checked++
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if checked == 0 {
+		t.Fatal("nothing checked")
+	}
+	if err := w.Flush(e.ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := e.mustRead(ino); uint64(len(got)) != uint64(off) {
+		t.Fatalf("read %d bytes, wrote %d", len(got), off)
+	}
+}
+
+// TestReadersUnderBudget: open readers' whole blocks and read-ahead count
+// against BufferSize. Many files read sequentially and kept open hold at
+// most the budget (plus the one block a read is waiting for), and closing
+// them gives it all back.
+func TestReadersUnderBudget(t *testing.T) {
+	const (
+		budget = 16 * bs
+		files  = 8
+		size   = 16 * bs
+	)
+	e := newEnv(t, chunk.Config{BlockSize: bs, BufferSize: budget, Readahead: 8 * bs, FlushAfter: -1}, nil)
+	rng := rand.New(rand.NewPCG(7, 7))
+	var inos []uint64
+	var data [][]byte
+	for range files {
+		ino := e.create()
+		d := random(rng, size)
+		e.write(ino, 0, d)
+		inos, data = append(inos, ino), append(data, d)
+	}
+	readers := make([]*chunk.FileReader, files)
+	for i, ino := range inos {
+		readers[i] = e.s.NewReader(ino, e.meta)
+	}
+	peak := int64(0)
+	p := make([]byte, bs)
+	// Interleave the readers, each reading its file sequentially.
+	for off := int64(0); off < size; off += int64(len(p)) {
+		for i, r := range readers {
+			if _, err := r.ReadAt(e.ctx, p, off, size); err != nil && err != io.EOF {
+				t.Fatal(err)
+			}
+			if d := diff(data[i][off:off+int64(len(p))], p); d != "" {
+				t.Fatalf("file %d at %d: %s", i, off, d)
+			}
+			peak = max(peak, e.s.Stats().Held)
+		}
+	}
+	// Let read-ahead fetches still running land.
+	time.Sleep(100 * time.Millisecond)
+	peak = max(peak, e.s.Stats().Held)
+	t.Logf("peak held %d KiB, budget %d KiB (without a budget: %d readers x %d blocks = %d KiB)", peak>>10, budget>>10, files, 8+3, files*11*bs>>10)
+	if peak > budget+bs {
+		t.Errorf("readers held %d bytes, budget %d", peak, budget)
+	}
+	for _, r := range readers {
+		r.Close()
+	}
+	if h := e.s.Stats().Held; h != 0 {
+		t.Errorf("closed readers still hold %d bytes", h)
+	}
+}

@@ -16,6 +16,10 @@
 //     in the order they were written, so later writes win and a crash never
 //     exposes a record whose blocks are missing. A slice whose upload
 //     failed is never committed; Flush reports the error, naming the object.
+//   - Bounded loss: written data is committed in the background once its
+//     writer is idle for Config.FlushAfter, or once its oldest uncommitted
+//     byte is FlushAfter/2 old (a writer that never pauses), so a kill -9
+//     loses at most about FlushAfter of data not closed or fsynced.
 //   - Compaction (Compact) writes new slices and swaps records with a
 //     compare-and-swap (Meta.CompactChunk). It deletes only blocks it wrote
 //     itself and only when the swap certainly did not happen; old slices are
@@ -58,8 +62,16 @@
 //     prefetched into the kernel's page cache (Cache.Prefetch); the others
 //     are fetched whole into the FileReader, which keeps up to
 //     Readahead/BlockSize+3 whole blocks and never evicts a block read
-//     ahead before it was read. This memory is not counted against
-//     BufferSize (a shared, bounded block cache is the cache package's job).
+//     ahead before it was read.
+//   - One memory budget: readers' whole blocks, from the start of their
+//     download until the reader drops them, count against BufferSize
+//     with the write buffers (Stats.Held). Reads yield to writes: while
+//     the total is over BufferSize, read-ahead is refused and a reader
+//     that receives a block first drops blocks it has already read, and
+//     keeps none when that does not make room (the waiting read still
+//     gets its bytes; the next read of that block fetches it again). So
+//     reader memory beyond the budget is at most the blocks that reads
+//     are waiting for (at most DownloadConcurrency fetches at once).
 //   - Cache (Config.Cache, optional): every whole-block fetch asks the
 //     cache (memory, then disk) first, inside the collapsed fetch, so
 //     cache hits need no download slot and concurrent readers of one block

@@ -83,11 +83,14 @@ func (r *FileReader) InvalidateAll() {
 	r.mu.Unlock()
 }
 
-// Close drops the reader's caches. Reads after Close still work.
+// Close drops the reader's caches (and gives their memory back to the
+// budget). Reads after Close still work.
 func (r *FileReader) Close() {
 	r.mu.Lock()
 	clear(r.mu.views)
-	clear(r.mu.blocks)
+	for i := range r.mu.blocks {
+		r.setSlotLocked(i, cachedBlock{})
+	}
 	r.mu.Unlock()
 }
 
@@ -278,7 +281,9 @@ func (r *FileReader) readAheadBlock(ctx context.Context, key string, length uint
 		}
 		return
 	}
-	if !beyond {
+	// Read-ahead is refused while the budget is used up: it would only
+	// push out blocks being read.
+	if !beyond && !r.s.overBudget(int64(length)) {
 		r.wholeBlock(ctx, key, length, false)
 	}
 }
@@ -323,10 +328,14 @@ func (r *FileReader) wholeBlock(ctx context.Context, key string, length uint32, 
 	if f == nil {
 		f = &pending{done: make(chan struct{})}
 		r.mu.fetching[key] = f
+		// The block counts against the budget from the start of its
+		// download until the reader drops it.
+		r.s.held.Add(int64(length))
 		started := r.s.goroutine(func() {
 			data, err := r.s.block(r.s.ctx, key, length)
 			r.mu.Lock()
 			defer r.mu.Unlock()
+			r.s.held.Add(-int64(length))
 			if err == nil {
 				r.rememberLocked(key, data)
 			}
@@ -335,6 +344,7 @@ func (r *FileReader) wholeBlock(ctx context.Context, key string, length uint32, 
 			close(f.done)
 		})
 		if !started {
+			r.s.held.Add(-int64(length))
 			delete(r.mu.fetching, key)
 			r.mu.Unlock()
 			return nil, ErrClosed
@@ -373,9 +383,15 @@ func (r *FileReader) cachedLocked(key string, use bool) []byte {
 
 // rememberLocked caches a block. It replaces an empty slot, else the block
 // read longest ago, else (all were only read ahead) the oldest: blocks read
-// ahead stay until read, whatever order their fetches finished in.
+// ahead stay until read, whatever order their fetches finished in. Over
+// the budget it first drops blocks already read, and keeps nothing when
+// that does not make room (the read that waits for the block still gets
+// it; a later read of it fetches it again).
 func (r *FileReader) rememberLocked(key string, data []byte) {
 	if r.cachedLocked(key, false) != nil {
+		return
+	}
+	if !r.shedLocked(int64(len(data))) {
 		return
 	}
 	victim := 0
@@ -397,7 +413,7 @@ func (r *FileReader) rememberLocked(key string, data []byte) {
 		}
 	}
 	r.mu.clock++
-	r.mu.blocks[victim] = cachedBlock{key: key, data: data, stamp: r.mu.clock}
+	r.setSlotLocked(victim, cachedBlock{key: key, data: data, stamp: r.mu.clock})
 }
 
 // view returns the chunk's resolved records, from the cache while no
@@ -430,4 +446,41 @@ func (r *FileReader) view(ctx context.Context, chunk uint32) (*view, error) {
 		r.s.CompactLater(r.m, r.ino, chunk)
 	}
 	return v, nil
+}
+
+// --- memory budget of readers ---
+
+// memUsed is the block memory counted against Config.BufferSize: write
+// buffers not yet uploaded, plus the whole blocks readers keep or are
+// fetching.
+func (s *Store) memUsed() int64 { return s.stats.buffered.Load() + s.held.Load() }
+
+// overBudget reports whether n more bytes of block memory would exceed
+// Config.BufferSize.
+func (s *Store) overBudget(n int64) bool { return s.memUsed()+n > s.cfg.BufferSize }
+
+// setSlotLocked puts b in slot i of the reader's blocks, keeping
+// Store.held in step.
+func (r *FileReader) setSlotLocked(i int, b cachedBlock) {
+	r.s.held.Add(int64(len(b.data)) - int64(len(r.mu.blocks[i].data)))
+	r.mu.blocks[i] = b
+}
+
+// shedLocked drops blocks this reader has already read, least recently
+// used first, until n more bytes fit in the budget or none is left. It
+// reports whether n bytes fit.
+func (r *FileReader) shedLocked(n int64) bool {
+	for r.s.overBudget(n) {
+		victim := -1
+		for i, b := range r.mu.blocks {
+			if b.key != "" && b.used && (victim < 0 || b.stamp < r.mu.blocks[victim].stamp) {
+				victim = i
+			}
+		}
+		if victim < 0 {
+			return false
+		}
+		r.setSlotLocked(victim, cachedBlock{})
+	}
+	return true
 }

@@ -73,9 +73,11 @@ type Config struct {
 	// BlockFormat (format.Format.OldestVersion): range reads then read a
 	// block's header before its bytes. Default false.
 	OldBlocks bool
-	// BufferSize bounds the bytes of written, not yet uploaded data held
-	// by all writers together; WriteAt waits when it is used up. At least
-	// BlockSize. Default 300 MiB.
+	// BufferSize bounds the block memory: bytes of written, not yet
+	// uploaded data held by all writers together (WriteAt waits when
+	// they use it up), plus the whole blocks readers keep or are fetching
+	// (which yield: read-ahead stops and readers drop blocks they have
+	// read). At least BlockSize. Default 300 MiB.
 	BufferSize int64
 	// UploadConcurrency bounds parallel block Puts. Default 20.
 	UploadConcurrency int
@@ -87,13 +89,21 @@ type Config struct {
 	// Readahead is how far ahead of a sequential reader whole blocks are
 	// fetched; the window starts at one block and doubles up to this
 	// (less while more than half of BufferSize is in use). Each
-	// FileReader keeps Readahead/BlockSize+3 whole blocks. Blocks the
+	// FileReader keeps up to Readahead/BlockSize+3 whole blocks; they,
+	// and whole blocks being fetched for readers, count against
+	// BufferSize (Stats.Held), and read-ahead is refused while it is
+	// used up. Blocks the
 	// cache can serve by range are instead prefetched into the kernel's
 	// page cache, 4 windows ahead. -1 turns read-ahead off. Default 8 MiB.
 	Readahead int64
-	// FlushAfter: a writer whose last write is this old has its buffered
-	// data uploaded and committed in the background, so an idle open file
-	// does not hold data only in memory. -1 turns it off. Default 5s.
+	// FlushAfter bounds how long written data stays only in memory: a
+	// writer whose last write is this old, or whose oldest uncommitted
+	// byte is half this old (a writer that never pauses), has its
+	// buffered data sealed, uploaded and committed in the background. So
+	// a byte written and not yet closed or fsynced is committed within
+	// about FlushAfter (plus its upload and commit time), and a kill -9
+	// of the client loses at most the last FlushAfter of a steady
+	// writer's data. -1 turns it off. Default 5s.
 	FlushAfter time.Duration
 	// CompactThreshold: a chunk seen with more records than this is queued
 	// for background compaction. Default 16.
@@ -183,6 +193,7 @@ type Stats struct {
 	Buffered       int64 // bytes of write buffer in use now
 	BufferedPeak   int64 // most bytes of write buffer ever in use
 	BufferWaits    int64 // writes that waited for buffer space
+	Held           int64 // bytes of whole blocks readers hold or are fetching now (reader.go)
 	Compactions    int64 // chunks compacted
 	CompactLost    int64 // compactions that lost the race with a writer
 }
@@ -214,6 +225,7 @@ type Store struct {
 	stats   counters
 
 	uploading atomic.Int64 // block uploads started and not finished
+	held      atomic.Int64 // Stats.Held: whole blocks of FileReaders, kept or being fetched
 	bufs      chan []byte  // free block buffers (cap BlockSize), at most BufferSize/BlockSize
 	encBufs   chan []byte  // free encoding buffers (cap encodeBound(BlockSize)), at most UploadConcurrency
 
@@ -289,6 +301,7 @@ func (s *Store) Stats() Stats {
 		BlocksGot: c.blocksGot.Load(), BytesGot: c.bytesGot.Load(), FetchCollapsed: c.collapsed.Load(),
 		BlocksDeleted: c.deleted.Load(), Buffered: c.buffered.Load(), BufferedPeak: c.bufferedPeak.Load(),
 		BufferWaits: c.bufferWaits.Load(), Compactions: c.compactions.Load(), CompactLost: c.compactLost.Load(),
+		Held: s.held.Load(),
 	}
 }
 
@@ -318,13 +331,15 @@ func (s *Store) genSlot(ino uint64, chunk uint32) *atomic.Uint64 {
 // records.
 func (s *Store) changed(ino uint64, chunk uint32) { s.genSlot(ino, chunk).Add(1) }
 
-// flushWorker flushes writers idle for FlushAfter.
+// flushWorker flushes writers idle for FlushAfter, and writers whose
+// oldest uncommitted byte is FlushAfter/2 old: with ticks of at most
+// FlushAfter/4, that byte's commit starts before it is 3/4 FlushAfter old.
 func (s *Store) flushWorker() {
 	defer s.wg.Done()
 	if s.cfg.FlushAfter < 0 {
 		return
 	}
-	tick := time.NewTicker(max(min(s.cfg.FlushAfter/2, time.Second), 10*time.Millisecond))
+	tick := time.NewTicker(max(min(s.cfg.FlushAfter/4, time.Second), 10*time.Millisecond))
 	defer tick.Stop()
 	for {
 		select {
@@ -338,7 +353,7 @@ func (s *Store) flushWorker() {
 			}
 			s.mu.Unlock()
 			for _, w := range ws {
-				if w.idleSince(now, s.cfg.FlushAfter) {
+				if w.idleSince(now, s.cfg.FlushAfter) || w.agedSince(now, s.cfg.FlushAfter/2) {
 					// An error stays with the writer; its owner's next
 					// Flush or Close reports it.
 					w.Flush(s.ctx)
@@ -706,11 +721,12 @@ func (s *Store) readCached(key string, length uint32, dst []byte, off uint32) bo
 }
 
 // readaheadLimit is how far a sequential reader's window may grow now:
-// Config.Readahead, shrinking towards one block as the write buffer
-// budget fills up beyond half (memory pressure).
+// Config.Readahead, shrinking towards one block as the buffer budget
+// (write buffers plus readers' blocks) fills up beyond half (memory
+// pressure).
 func (s *Store) readaheadLimit() int64 {
 	ra, half := s.cfg.Readahead, s.cfg.BufferSize/2
-	if used := s.stats.buffered.Load(); used > half {
+	if used := s.memUsed(); used > half {
 		ra = int64(float64(ra) * float64(s.cfg.BufferSize-used) / float64(half))
 	}
 	return max(ra, int64(s.cfg.BlockSize))

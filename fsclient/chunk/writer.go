@@ -95,6 +95,7 @@ func (w *FileWriter) write(ctx context.Context, chunk, off uint32, p []byte) (in
 			return 0, fmt.Errorf("write inode %d: new slice id: %w", w.ino, err)
 		}
 		ws = newWSlice(w.s, id, chunk, off)
+		ws.born = time.Now()
 		w.mu.open[chunk] = ws
 		w.mu.pending = append(w.mu.pending, ws)
 	}
@@ -114,6 +115,14 @@ func (w *FileWriter) idleSince(now time.Time, d time.Duration) bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return len(w.mu.pending) > 0 && now.Sub(w.mu.last) >= d
+}
+
+// agedSince reports whether the writer's oldest uncommitted byte was
+// written at least d ago (a steady writer never becomes idle).
+func (w *FileWriter) agedSince(now time.Time, d time.Duration) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.mu.pending) > 0 && now.Sub(w.mu.pending[0].born) >= d
 }
 
 // sealAll seals every open slice, so their partly filled blocks upload.

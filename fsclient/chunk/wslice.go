@@ -23,6 +23,7 @@ type wslice struct {
 	pos    uint32 // chunk offset of the slice's first byte
 	length uint32 // bytes written
 	mtime  time.Time
+	born   time.Time // time of the first write (FileWriter's slices)
 	blocks []wblock
 	sealed bool
 	done   chan struct{} // closed once sealed and every upload finished

@@ -68,9 +68,15 @@
 //
 // # Directory handles
 //
-// The listing is a snapshot taken by the first ReadDir and by any ReadDir
-// at offset 0 (rewinddir); offset i+1 follows entry i of the snapshot, so
-// offsets stay valid while entries are added or removed.
+// A listing is streamed: ReadDir reads the directory in pages
+// (meta.ReaddirPage, meta.DirPage entries) as the kernel asks, holds one
+// page per handle plus a 64-bit hash of every name returned (meta.NameSet,
+// dropping the repeats Redis's HSCAN may report), and returns at most
+// readDirMax entries per call, so listing n entries reads and copies O(n)
+// entries (DirEntriesRead counts them). Offset i+1 follows the listing's
+// entry i; offset 0 (rewinddir) or an offset before the held page starts
+// the listing again. It is not a snapshot: entries added or removed while
+// it runs may or may not appear; each name appears at most once.
 //
 // # Locks
 //

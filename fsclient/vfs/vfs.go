@@ -8,6 +8,7 @@ import (
 	"path"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -102,6 +103,8 @@ type VFS struct {
 	pc   pageCache // what the kernel's page cache holds (pagecache.go)
 	sp   specials  // the kernel's references to special nodes (special.go)
 	img  *images   // nil without Config.Images (image.go)
+
+	dirEntriesRead atomic.Int64 // DirEntriesRead (dir.go)
 
 	mu struct {
 		sync.Mutex

@@ -94,4 +94,20 @@ type Engine interface {
 	// staleness are measured on this one clock, so clients whose local
 	// clocks disagree still agree on which session is stale.
 	Now(ctx context.Context) (time.Time, error)
+
+	// HScan reads the hash at key in pages, outside any transaction:
+	// it returns about count fields from cursor on ("" starts) and the
+	// cursor of the next page ("" after the last one). A missing hash is
+	// one empty page. Like Scan it is not a snapshot: fields added or
+	// removed meanwhile may or may not be reported, and on Redis a field
+	// may be reported more than once (HSCAN semantics), so callers that
+	// need each field once must remove repeats. A page may hold more
+	// than count fields (Redis returns a small hash whole).
+	HScan(ctx context.Context, key, cursor string, count int) (fields []Field, next string, err error)
+}
+
+// Field is one field of a hash, as HScan returns it.
+type Field struct {
+	Name  string
+	Value []byte
 }

@@ -40,6 +40,8 @@ func Run(t *testing.T, open func(t testing.TB) kv.Engine) {
 		{"Context", testContext},
 		{"Name", testName},
 		{"Now", testNow},
+
+		{"HScan", testHScan}, // hscan.go
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -209,13 +209,13 @@ func (w *worker) create() {
 	}
 	// Nobody else can see fs yet: no lock needed to set it up.
 	w.live = append(w.live, fs)
-	w.all.add(fs)
 	if len(w.handles) < maxOpen {
 		w.handles[fs] = &handle{f: f, gen: w.cl.gen}
 		fs.open = true
 	} else {
 		w.st.op("close", f.Close()) // an empty file: nothing to acknowledge
 	}
+	w.all.add(fs) // from here on other workers see it, under fs.Mu
 }
 
 // content does a write, append, overwrite, truncate, fsync, close or read

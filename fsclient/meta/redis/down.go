@@ -53,7 +53,9 @@ func (e *Engine) markDown(err error, known bool) {
 	if e.down.since.IsZero() {
 		e.down.since = now
 		e.isDown.Store(true)
-		e.log.Warn("redis unreachable; operations fail fast while it stays down", "err", err)
+		if e.answered.Load() {
+			e.log.Warn("redis unreachable; operations fail fast while it stays down", "err", err)
+		}
 	}
 	if early := now.Add(-e.downGrace()); known && e.down.since.After(early) {
 		e.down.since = early
@@ -63,6 +65,9 @@ func (e *Engine) markDown(err error, known bool) {
 
 // up records that the server answered.
 func (e *Engine) up() {
+	if !e.answered.Load() {
+		e.answered.Store(true)
+	}
 	if !e.isDown.Load() {
 		return
 	}

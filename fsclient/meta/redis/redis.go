@@ -109,7 +109,10 @@ type Engine struct {
 
 	// down is what the engine knows of an outage (see admit).
 	isDown atomic.Bool // down.since is set
-	down   struct {
+	// answered: the server has answered once; an outage before that is
+	// the opener's error to report, not a warning of its own.
+	answered atomic.Bool
+	down     struct {
 		sync.Mutex
 		since time.Time // first failure of this outage; zero when up
 		last  time.Time // last real attempt while down

@@ -50,7 +50,7 @@ const (
 // every listing must return each of the 200,000 names once.
 func TestMemoryUnderBudget(t *testing.T) {
 	if testing.Short() {
-		t.Skip("a one-minute end-to-end memory test; skipped with -short")
+		t.Skip("a 2-3 minute end-to-end memory test; skipped with -short")
 	}
 	start := time.Now()
 	bin := buildSkiff(t)

@@ -475,16 +475,9 @@ func (m *Meta) Readdir(ctx context.Context, c Caller, ino Ino, plus bool) ([]Ent
 		if err != nil {
 			return err
 		}
-		out = append(out, Entry{Name: ".", Ino: ino, Attr: *d})
-		pa := Attr{Typ: TypeDir}
-		if plus {
-			p, err := t.attr(d.Parent)
-			if err != nil {
-				return err
-			}
-			pa = *p
+		if out, err = t.dots(out, ino, d, plus); err != nil {
+			return err
 		}
-		out = append(out, Entry{Name: "..", Ino: d.Parent, Attr: pa})
 		names := make([]string, 0, len(all))
 		for name := range all {
 			names = append(names, name)

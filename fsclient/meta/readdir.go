@@ -37,17 +37,8 @@ func (m *Meta) ReaddirPage(ctx context.Context, c Caller, ino Ino, plus bool, cu
 		if cursor != "" {
 			return nil
 		}
-		out = append(out, Entry{Name: ".", Ino: ino, Attr: *d})
-		pa := Attr{Typ: TypeDir}
-		if plus {
-			p, err := t.attr(d.Parent)
-			if err != nil {
-				return err
-			}
-			pa = *p
-		}
-		out = append(out, Entry{Name: "..", Ino: d.Parent, Attr: pa})
-		return nil
+		out, err = t.dots(out, ino, d, plus)
+		return err
 	})
 	if err != nil {
 		return nil, "", wrap(err, "readdir %d", ino)
@@ -118,4 +109,19 @@ func (s *NameSet) Add(name string) bool {
 	}
 	s.seen[h] = struct{}{}
 	return true
+}
+
+// dots appends "." and ".." of directory ino (attributes d) to out; with
+// plus ".." carries the parent's full attributes.
+func (t *txn) dots(out []Entry, ino Ino, d *Attr, plus bool) ([]Entry, error) {
+	out = append(out, Entry{Name: ".", Ino: ino, Attr: *d})
+	pa := Attr{Typ: TypeDir}
+	if plus {
+		p, err := t.attr(d.Parent)
+		if err != nil {
+			return out, err
+		}
+		pa = *p
+	}
+	return append(out, Entry{Name: "..", Ino: d.Parent, Attr: pa}), nil
 }
